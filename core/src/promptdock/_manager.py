@@ -1,0 +1,266 @@
+"""Build plugin managers: built-in plugins first, then entry points, loaded lazily.
+
+Built-in behaviour (the Jinja2 renderer, the mock and HTTP dispatchers) is registered through
+the same ``register`` call as third-party plugins. Entry points in the ``promptdock`` group are
+imported on first use; a plugin that fails to import is recorded as a
+:class:`~promptdock.errors.PluginLoadError` and the others still load.
+
+Environment variables:
+
+``PROMPTDOCK_LOAD_PLUGINS``
+    Comma-separated allow-list of plugins (entry-point or distribution names) to load from
+    entry points. Set but empty: load none.
+``PROMPTDOCK_BLOCK_PLUGINS``
+    Comma-separated plugins never to load, built-ins included (``mock``, ``openai``, ``jinja2``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from types import ModuleType
+from typing import Any, cast
+
+import pluggy
+
+from promptdock import hookspecs
+from promptdock.errors import ConfigError, PluginLoadError
+from promptdock.models import SourceKind
+
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost", "PluginRecord"]
+
+ENTRY_POINT_GROUP = "promptdock"
+
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("jinja2", "promptdock.rendering"),
+    ("mock", "promptdock.dispatch.mock"),
+    ("openai", "promptdock.dispatch.openai_http"),
+)
+"""``(name, module)`` of the built-in plugins, registered like any other."""
+
+KNOWN_DISTRIBUTIONS: dict[str, str] = {
+    "filesystem": "promptdock-filesystem",
+    "dotprompt": "promptdock-filesystem",
+    "bitbucket": "promptdock-bitbucket",
+}
+"""First-party source kinds, so a missing one can be named with its install command."""
+
+
+def _env_list(name: str) -> set[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """One plugin as ``promptdock plugins`` reports it.
+
+    :ivar name: the registration name (entry-point name for third-party plugins).
+    :ivar distribution: the providing distribution's name, ``None`` for built-ins.
+    :ivar version: that distribution's version.
+    :ivar hooks: the hooks it implements, sorted.
+    :ivar builtin: whether it ships with the core.
+    :ivar error: the load error, for a plugin that failed to load.
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    builtin: bool
+    error: str | None = None
+
+
+class PluginHost:
+    """A pluggy manager with promptdock's hookspecs, built-ins and lazily loaded entry points.
+
+    :param load_entrypoints: load third-party plugins from the ``promptdock`` entry-point group
+        (tests pass ``False`` for an isolated manager).
+    :param plugins: extra plugin objects to register, as ``(name, plugin)`` pairs.
+    """
+
+    def __init__(
+        self,
+        *,
+        load_entrypoints: bool = True,
+        plugins: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        self._pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self._pm.add_hookspecs(hookspecs)
+        self._load_entrypoints = load_entrypoints
+        self._extra = list(plugins)
+        self._loaded = False
+        self._lock = threading.Lock()
+        self._errors: dict[str, PluginLoadError] = {}
+        self._dists: dict[str, tuple[str, str]] = {}
+        self._kinds: dict[str, SourceKind] | None = None
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The underlying manager, with every plugin loaded."""
+        if not self._loaded:
+            self._load()
+        return self._pm
+
+    @property
+    def hook(self) -> Any:
+        """``pm.hook``: call hooks with keyword arguments."""
+        return self.pm.hook
+
+    @property
+    def load_errors(self) -> dict[str, PluginLoadError]:
+        """Plugins that failed to load, by name."""
+        self.pm  # noqa: B018 - loading is the point
+        return dict(self._errors)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register ``plugin`` (a module or object with ``@hookimpl`` functions)."""
+        self.pm.register(plugin, name=name)
+        self._kinds = None
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered as ``name``."""
+        self.pm.unregister(name=name)
+        self._kinds = None
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            blocked = _env_list("PROMPTDOCK_BLOCK_PLUGINS") or set()
+            for name in blocked:
+                self._pm.set_blocked(name)
+            for name, module in DEFAULT_PLUGINS:
+                if name not in blocked:
+                    self._pm.register(importlib.import_module(module), name=name)
+            if self._load_entrypoints:
+                self._load_entry_points(blocked)
+            for name, plugin in self._extra:
+                self._pm.register(plugin, name=name)
+            self._loaded = True
+
+    def _load_entry_points(self, blocked: set[str]) -> None:
+        allowed = _env_list("PROMPTDOCK_LOAD_PLUGINS")
+        for dist in metadata.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP:
+                    continue
+                if ep.name in blocked or dist_name in blocked:
+                    continue
+                if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                    continue
+                if self._pm.has_plugin(ep.name) or ep.name in self._errors:
+                    continue
+                self._load_one(ep, dist_name, dist.version)
+
+    def _load_one(self, ep: metadata.EntryPoint, dist_name: str, dist_version: str) -> None:
+        try:
+            plugin = ep.load()
+            self._pm.register(plugin, name=ep.name)
+        except Exception as exc:  # any import-time failure of third-party code
+            error = PluginLoadError(
+                f"plugin {ep.name!r} from {dist_name} {dist_version} failed to load: "
+                f"{type(exc).__name__}: {exc}. Reinstall or upgrade {dist_name}, or skip it with "
+                f"PROMPTDOCK_BLOCK_PLUGINS={ep.name}.",
+                plugin=ep.name,
+                distribution=f"{dist_name} {dist_version}",
+            )
+            self._errors[ep.name] = error
+            warnings.warn(str(error), RuntimeWarning, stacklevel=4)
+            return
+        self._dists[ep.name] = (dist_name, dist_version)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def plugins(self) -> list[PluginRecord]:
+        """Every registered plugin plus every plugin that failed to load."""
+        pm = self.pm
+        records: list[PluginRecord] = []
+        for name, plugin in pm.list_name_plugin():
+            if plugin is None:  # a blocked name
+                continue
+            hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+            dist = self._dists.get(name)
+            builtin = isinstance(plugin, ModuleType) and plugin.__name__.startswith("promptdock.")
+            records.append(
+                PluginRecord(
+                    name=name,
+                    distribution=dist[0] if dist else None,
+                    version=dist[1] if dist else None,
+                    hooks=hooks,
+                    builtin=builtin,
+                )
+            )
+        for name, error in self._errors.items():
+            dist_name, _, version = (error.distribution or "").partition(" ")
+            records.append(
+                PluginRecord(
+                    name=name,
+                    distribution=dist_name or None,
+                    version=version or None,
+                    hooks=(),
+                    builtin=False,
+                    error=str(error),
+                )
+            )
+        return sorted(records, key=lambda r: (not r.builtin, r.name))
+
+    def source_kinds(self) -> dict[str, SourceKind]:
+        """Every kind and alias served by a registered plugin, mapped to its kind."""
+        kinds = self._kinds
+        if kinds is not None:
+            return kinds
+        pm = self.pm
+        found: dict[str, SourceKind] = {}
+        owner: dict[str, str] = {}
+        for impl in pm.hook.source_kinds.get_hookimpls():
+            plugin_name = impl.plugin_name
+            declared = cast("list[SourceKind] | None", impl.function())
+            for kind in declared or ():
+                for label in (kind.name, *kind.aliases):
+                    if label in found and found[label] is not kind:
+                        raise ConfigError(
+                            f"source kind {label!r} is declared by two plugins: {owner[label]!r} "
+                            f"and {plugin_name!r}. Uninstall one, or block it with "
+                            f"PROMPTDOCK_BLOCK_PLUGINS."
+                        )
+                    found[label] = kind
+                    owner[label] = plugin_name
+        self._kinds = found
+        return found
+
+    def resolve_kind(self, kind: str) -> SourceKind:
+        """The :class:`SourceKind` serving ``kind`` (an alias resolves to its kind).
+
+        :raises PluginLoadError: the plugin for that kind is installed but failed to load.
+        :raises ConfigError: no installed plugin serves it; says which distribution to install.
+        """
+        kinds = self.source_kinds()
+        if kind in kinds:
+            return kinds[kind]
+        dist = KNOWN_DISTRIBUTIONS.get(kind)
+        for name, error in self.load_errors.items():
+            if name == kind or (
+                dist and error.distribution and error.distribution.startswith(dist)
+            ):
+                raise error
+        available = ", ".join(sorted(kinds)) or "none"
+        hint = (
+            f"install it with: pip install {dist}"
+            if dist
+            else "install the plugin that provides it"
+        )
+        raise ConfigError(
+            f"no plugin serves the source kind {kind!r}: {hint} (kinds available: {available})",
+            key="kind",
+        )

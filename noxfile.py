@@ -1,0 +1,110 @@
+"""Every check promptdock runs, locally and in CI: ``nox -t ci`` runs the CI set.
+
+Sibling distributions are always installed together in one call, so ``promptdock`` never comes
+from the package index by accident.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+CORE = "core"
+PLUGINS = {"filesystem": "plugins/filesystem"}
+EXAMPLE_PLUGIN = "examples/third-party-plugin"
+
+
+def _editable(*paths: str) -> list[str]:
+    return [arg for path in paths for arg in ("-e", path)]
+
+
+def _all_packages() -> list[str]:
+    return _editable(CORE, *PLUGINS.values())
+
+
+@nox.session(tags=["ci"])
+def lint(session: nox.Session) -> None:
+    """Ruff (lint, format check) and the import-linter rule: core never imports a plugin."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"), *_all_packages())
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session(tags=["ci"])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the packages, the tests and this file."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "typecheck"), *_all_packages())
+    session.run(
+        "mypy",
+        "core/src/promptdock",
+        *(f"{p}/src" for p in PLUGINS.values()),
+        "tests",
+        "noxfile.py",
+    )
+
+
+@nox.session(tags=["ci"])
+def tests_core(session: nox.Session) -> None:
+    """The core alone, with no plugin installed: it must import, run and explain what is missing."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *_editable(CORE))
+    session.run("pytest", "tests/core", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("plugin", list(PLUGINS))
+def tests_plugin(session: nox.Session, plugin: str) -> None:
+    """One plugin with the core: ``nox -s "tests_plugin(filesystem)"``."""
+    session.install(
+        *nox.project.dependency_groups(PYPROJECT, "test"), *_editable(CORE, PLUGINS[plugin])
+    )
+    session.run("pytest", f"tests/plugins/{plugin}", *session.posargs)
+
+
+@nox.session(tags=["ci"])
+def tests(session: nox.Session) -> None:
+    """The whole suite with every distribution installed."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *_all_packages())
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(tags=["ci"])
+def example_plugin(session: nox.Session) -> None:
+    """The example third-party plugin (docs/writing-plugins.md), installed, passes the contract."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), CORE, EXAMPLE_PLUGIN)
+    session.run("pytest", f"{EXAMPLE_PLUGIN}/tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(tags=["ci"])
+def dist(session: nox.Session) -> None:
+    """Build wheels, install them outside the workspace, smoke-test entry-point discovery."""
+    session.install("build")
+    out = Path(tempfile.mkdtemp(prefix="promptdock-dist-"))
+    for path in (CORE, *PLUGINS.values()):
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(out), path)
+    wheels = sorted(str(p) for p in out.glob("*.whl"))
+    core_wheel = next(w for w in wheels if Path(w).name.startswith("promptdock-0"))
+    smoke = str(ROOT / "tests" / "dist_smoke.py")
+    with session.chdir(out):
+        session.install(core_wheel)
+        session.run("python", smoke, "core-only")
+        session.install(*wheels)
+        session.run("python", smoke, "with-plugins")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: per-call cost as ratios to a plain precompiled Jinja2 render, and import time."""
+    session.install(*_all_packages(), "jinja2")
+    session.run("python", "bench/bench_core.py", *session.posargs, env={"PYTHONHASHSEED": "0"})

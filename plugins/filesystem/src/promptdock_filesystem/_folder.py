@@ -1,0 +1,280 @@
+"""One prompt folder: safe id → file resolution, a stat-checked parse cache, and the listing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from promptdock import (
+    ConfigError,
+    PromptFile,
+    PromptInfo,
+    PromptNotFoundError,
+    PromptSyntaxError,
+    Provenance,
+    SourceConfig,
+    UnsafePromptIdError,
+    parse_prompt,
+)
+from promptdock.ids import (
+    PROMPT_SUFFIX,
+    check_prompt_id,
+    closest_ids,
+    group_prompt_paths,
+    split_version,
+    version_file_stem,
+)
+
+__all__ = ["PromptFolder"]
+
+_StatKey = tuple[int, int, int]
+
+
+def _stat_key(path: str) -> _StatKey | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A parsed file plus what must not change for the parse to stay valid."""
+
+    file: str
+    file_key: _StatKey | None
+    directory: str
+    directory_key: _StatKey | None
+    prompt: PromptFile
+
+
+class PromptFolder:
+    """The prompts under one folder, for one configured source.
+
+    Loading is cached per ``(id, version)``; a warm load costs two ``stat`` calls (the file and
+    its folder, so edits, new versions and deletions are all seen on the next call).
+    """
+
+    def __init__(self, source: SourceConfig) -> None:
+        self.source = source
+        self.display_root = str(source.options["path"])
+        self.root = os.path.realpath(os.path.expanduser(self.display_root))
+        self._cache: dict[tuple[str, int | None], _Entry] = {}
+        self._lock = threading.Lock()
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        if not os.path.isdir(self.root):
+            raise ConfigError(
+                f"prompt folder {self.display_root!r} of source {self.source.name!r} does not "
+                f"exist (resolved to {self.root}). Create it, or point the source elsewhere "
+                f"(promptdock.global_prompt_directory, PROMPTDOCK_PROMPT_DIR or --prompt-dir).",
+                key="path",
+            )
+
+    def _inside(self, path: str, prompt_id: str) -> str:
+        real = os.path.realpath(path)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise UnsafePromptIdError(
+                f"refused prompt {prompt_id!r} in source {self.source.name!r}: "
+                f"{self._display(path)} is a link that points outside the prompt folder",
+                prompt_id=prompt_id,
+                source=self.source.name,
+            )
+        return real
+
+    def _display(self, path: str) -> str:
+        rel = os.path.relpath(path, self.root)
+        return os.path.join(self.display_root, rel)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, prompt_id: str, version: int | None) -> PromptFile:
+        """The parsed prompt ``prompt_id`` (version ``version``), re-read only when it changed."""
+        entry = self._cache.get((prompt_id, version))
+        if (
+            entry is not None
+            and _stat_key(entry.file) == entry.file_key
+            and _stat_key(entry.directory) == entry.directory_key
+        ):
+            return entry.prompt
+        with self._lock:
+            entry = self._load_fresh(prompt_id, version)
+            self._cache[(prompt_id, version)] = entry
+        return entry.prompt
+
+    def _load_fresh(self, prompt_id: str, version: int | None) -> _Entry:
+        check_prompt_id(prompt_id, source=self.source.name)
+        self._check_root()
+        base, suffix_version = split_version(prompt_id)
+        if version is None:
+            version = suffix_version
+        elif suffix_version is not None and suffix_version != version:
+            base = prompt_id  # "x.v2" with version=3 means version 3 of an id literally "x.v2"
+        directory = os.path.join(self.root, os.path.dirname(base))
+        directory_key = _stat_key(directory)
+        stem = os.path.basename(base)
+        found = self._pick_file(directory, stem, version)
+        if found is None:
+            raise self._not_found(base, version)
+        file_version, path = found
+        real = self._inside(path, prompt_id)
+        file_key = _stat_key(real)
+        with open(real, "rb") as handle:
+            data = handle.read()
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        provenance = Provenance(
+            source=self.source.name,
+            kind=self.source.kind,
+            prompt_id=base,
+            version=file_version,
+            path=rel,
+            location=self.display_root,
+            content_hash=hashlib.sha256(data).hexdigest(),
+        )
+        prompt = parse_prompt(
+            data,
+            name=base,
+            path=self._display(real),
+            version=file_version,
+            provenance=provenance,
+            include_resolver=self.resolve_include,
+        )
+        return _Entry(path, file_key, directory, directory_key, prompt)
+
+    def _pick_file(
+        self, directory: str, stem: str, version: int | None
+    ) -> tuple[int | None, str] | None:
+        if version is not None:
+            path = os.path.join(directory, version_file_stem(stem, version) + PROMPT_SUFFIX)
+            return (version, path) if os.path.isfile(path) else None
+        plain = os.path.join(directory, stem + PROMPT_SUFFIX)
+        if os.path.isfile(plain):
+            return None, plain
+        versions = self._versions_in(directory, stem)
+        if not versions:
+            return None
+        highest = max(versions)
+        return highest, os.path.join(directory, version_file_stem(stem, highest) + PROMPT_SUFFIX)
+
+    @staticmethod
+    def _versions_in(directory: str, stem: str) -> list[int]:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return []
+        versions = []
+        for name in names:
+            if name.startswith((".", "_")) or not name.endswith(PROMPT_SUFFIX):
+                continue
+            base, version = split_version(name[: -len(PROMPT_SUFFIX)])
+            if base == stem and version is not None:
+                versions.append(version)
+        return versions
+
+    def _not_found(self, base: str, version: int | None) -> PromptNotFoundError:
+        infos = {info.id: info for info in self._walk()}
+        info = infos.get(base)
+        if info is not None and version is not None:
+            listed = ", ".join(str(v) for v in info.versions) or "none"
+            message = (
+                f"prompt {base!r} has no version {version} in source {self.source.name!r} "
+                f"(folder {self.display_root}; versions: {listed}"
+                f"{', plus the unversioned file' if info.has_unversioned else ''})"
+            )
+            return PromptNotFoundError(message, prompt_id=base, source=self.source.name)
+        suggestions = closest_ids(base, infos)
+        hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        wanted = version_file_stem(base, version) + PROMPT_SUFFIX
+        return PromptNotFoundError(
+            f"prompt {base!r} not found in source {self.source.name!r}: no file {wanted} under "
+            f"{self.display_root}.{hint}",
+            prompt_id=base,
+            source=self.source.name,
+            suggestions=suggestions,
+        )
+
+    # -- includes ------------------------------------------------------------------------
+
+    def resolve_include(self, name: str) -> tuple[str, str, Callable[[], bool]]:
+        """Text, display path and freshness check of an included file (same folder tree)."""
+        check_prompt_id(name, source=self.source.name)
+        path = os.path.join(self.root, name)
+        if not os.path.isfile(path) and not name.endswith(PROMPT_SUFFIX):
+            path += PROMPT_SUFFIX
+        if not os.path.isfile(path):
+            raise PromptNotFoundError(
+                f"included file {name!r} not found in source {self.source.name!r} "
+                f"(looked for {self._display(path)})",
+                prompt_id=name,
+                source=self.source.name,
+            )
+        real = self._inside(path, name)
+        key = _stat_key(real)
+        with open(real, encoding="utf-8") as handle:
+            text = handle.read()
+        return text, self._display(real), lambda: _stat_key(real) == key
+
+    # -- listing -------------------------------------------------------------------------
+
+    def listing(self) -> list[PromptInfo]:
+        """Every prompt id under the folder; files that fail to parse carry ``error``."""
+        self._check_root()
+        infos = []
+        for info in self._walk():
+            errors = []
+            for version in (None, *info.versions) if info.has_unversioned else info.versions:
+                try:
+                    self.load(info.id, version)
+                except (PromptSyntaxError, UnicodeDecodeError, OSError) as exc:
+                    errors.append(str(exc))
+            description = None
+            if not errors:
+                description = self.load(info.id, None).description
+            infos.append(
+                PromptInfo(
+                    id=info.id,
+                    source=info.source,
+                    versions=info.versions,
+                    has_unversioned=info.has_unversioned,
+                    path=info.path,
+                    error="; ".join(errors) or None,
+                    description=description,
+                )
+            )
+        return infos
+
+    def _walk(self) -> list[PromptInfo]:
+        paths = (f"{d}/{name}" if d else name for d, name in self._files())
+        return group_prompt_paths(paths, source=self.source.name)
+
+    def _files(self) -> Iterator[tuple[str, str]]:
+        pending = [""]
+        seen_dirs = {self.root}
+        while pending:
+            rel_dir = pending.pop()
+            try:
+                entries = list(os.scandir(os.path.join(self.root, rel_dir)))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_dir():
+                    real = os.path.realpath(entry.path)
+                    inside = real.startswith(self.root + os.sep)
+                    if inside and real not in seen_dirs:  # links out, and link loops, are skipped
+                        seen_dirs.add(real)
+                        pending.append(rel)
+                elif entry.is_file():
+                    if entry.is_symlink() and not os.path.realpath(entry.path).startswith(
+                        self.root + os.sep
+                    ):
+                        continue  # a link out of the folder is not part of the source
+                    yield rel_dir, entry.name

@@ -1,0 +1,123 @@
+"""Plugin loading: built-ins through the normal path, lazy entry points, isolation of failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import metadata
+from typing import Any
+
+import pytest
+
+from promptdock import ConfigError, PluginLoadError, SourceKind, hookimpl
+from promptdock._manager import PluginHost
+
+
+class FakeDistribution:
+    """Just enough of ``importlib.metadata.Distribution`` for the loader."""
+
+    def __init__(self, name: str, version: str, entry_points: list[tuple[str, str]]) -> None:
+        self.metadata = {"Name": name}
+        self.version = version
+        self.entry_points = [
+            metadata.EntryPoint(ep_name, value, "promptdock") for ep_name, value in entry_points
+        ]
+
+
+@pytest.fixture
+def fake_distributions(monkeypatch: pytest.MonkeyPatch) -> list[FakeDistribution]:
+    dists = [
+        FakeDistribution("promptdock-memory", "1.2.3", [("memory", "tests.support.memory_source")]),
+        FakeDistribution(
+            "promptdock-broken", "0.0.1", [("broken", "tests.support.no_such_module")]
+        ),
+        FakeDistribution("unrelated", "9", []),
+    ]
+
+    def distributions() -> Iterator[Any]:
+        return iter(dists)
+
+    monkeypatch.setattr(metadata, "distributions", distributions)
+    return dists
+
+
+def test_builtins_are_registered_like_any_plugin() -> None:
+    host = PluginHost(load_entrypoints=False)
+    builtins = {r.name: r for r in host.plugins() if r.builtin}
+    assert set(builtins) == {"jinja2", "mock", "openai"}
+    assert builtins["jinja2"].hooks == ("render",)
+    assert builtins["mock"].hooks == ("dispatch",)
+
+
+def test_entry_points_load_lazily_and_a_broken_one_does_not_break_others(
+    fake_distributions: list[FakeDistribution],
+) -> None:
+    host = PluginHost()
+    assert not host._loaded  # nothing imported until first use
+    with pytest.warns(RuntimeWarning, match="broken"):
+        records = {r.name: r for r in host.plugins()}
+    assert records["memory"].distribution == "promptdock-memory"
+    assert records["memory"].version == "1.2.3"
+    assert set(records["memory"].hooks) == {"list_prompts", "load_prompt", "source_kinds"}
+    error = host.load_errors["broken"]
+    assert isinstance(error, PluginLoadError)
+    assert "promptdock-broken 0.0.1" in str(error)
+    assert "PROMPTDOCK_BLOCK_PLUGINS=broken" in str(error)
+    assert records["broken"].error == str(error)
+    assert host.resolve_kind("mem").name == "memory"
+
+
+def test_broken_plugin_error_surfaces_when_its_kind_is_used(
+    fake_distributions: list[FakeDistribution],
+) -> None:
+    host = PluginHost()
+    with pytest.warns(RuntimeWarning), pytest.raises(PluginLoadError, match="promptdock-broken"):
+        host.resolve_kind("broken")
+
+
+def test_allow_list_environment_variable(
+    fake_distributions: list[FakeDistribution], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTDOCK_LOAD_PLUGINS", "promptdock-memory")
+    host = PluginHost()
+    assert "memory" in {r.name for r in host.plugins()}
+    assert host.load_errors == {}
+
+
+def test_empty_allow_list_loads_no_entry_points(
+    fake_distributions: list[FakeDistribution], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTDOCK_LOAD_PLUGINS", "")
+    names = {r.name for r in PluginHost().plugins()}
+    assert names == {"jinja2", "mock", "openai"}
+
+
+def test_block_list_environment_variable(
+    fake_distributions: list[FakeDistribution], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTDOCK_BLOCK_PLUGINS", "broken, mock")
+    names = {r.name for r in PluginHost().plugins()}
+    assert names == {"jinja2", "openai", "memory"}
+
+
+def test_missing_first_party_kind_says_what_to_install() -> None:
+    host = PluginHost(load_entrypoints=False)
+    with pytest.raises(ConfigError, match="pip install promptdock-bitbucket"):
+        host.resolve_kind("bitbucket")
+    with pytest.raises(ConfigError, match="no plugin serves the source kind 'gitea'"):
+        host.resolve_kind("gitea")
+
+
+def test_two_plugins_declaring_one_kind_are_both_named() -> None:
+    class First:
+        @hookimpl
+        def source_kinds(self) -> list[SourceKind]:
+            return [SourceKind("same")]
+
+    class Second:
+        @hookimpl
+        def source_kinds(self) -> list[SourceKind]:
+            return [SourceKind("other", aliases=("same",))]
+
+    host = PluginHost(load_entrypoints=False, plugins=[("first", First()), ("second", Second())])
+    with pytest.raises(ConfigError, match=r"'first' and 'second'|'second' and 'first'"):
+        host.source_kinds()
