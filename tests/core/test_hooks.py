@@ -103,3 +103,18 @@ def test_hook_dispatch() -> None:
     assert isinstance(reply, ModelResponse)
     assert reply.choices[0].message.content == "hi you"
     assert seen == ["echo/1"]
+
+
+def test_hook_invalidate() -> None:
+    calls: list[tuple[str, str | None]] = []
+
+    class Remote:
+        @hookimpl
+        def invalidate(self, source: SourceConfig, ref: str | None) -> bool | None:
+            calls.append((source.name, ref))
+            return True
+
+    assert _dock().invalidate("mem") is False  # nothing serves invalidation for memory sources
+    dock = _dock(("remote", Remote()))
+    assert dock.invalidate("mem", "main") is True
+    assert calls == [("mem", "main")]

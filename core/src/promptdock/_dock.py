@@ -184,6 +184,15 @@ class PromptDock:
             key="source",
         )
 
+    def invalidate(self, source: str, ref: str | None = None) -> bool:
+        """Make ``source`` re-resolve ``ref`` (every ref if ``None``) on its next load.
+
+        :returns: whether a plugin had anything to invalidate (``False`` for local folders).
+        """
+        config = self.get_source(source)
+        results: list[bool] = self._host.hook.invalidate(source=config, ref=ref)
+        return any(results)
+
     # -- prompts -------------------------------------------------------------------------
 
     def _load(self, source: SourceConfig, prompt_id: str, version: int | None) -> PromptFile:

@@ -22,15 +22,17 @@ import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from types import ModuleType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
 from promptdock import hookspecs
 from promptdock.errors import ConfigError, PluginLoadError
 from promptdock.models import SourceKind
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost", "PluginRecord"]
 
@@ -149,6 +151,8 @@ class PluginHost:
             self._loaded = True
 
     def _load_entry_points(self, blocked: set[str]) -> None:
+        from importlib import metadata  # ~50 ms: only when plugins are actually loaded
+
         allowed = _env_list("PROMPTDOCK_LOAD_PLUGINS")
         for dist in metadata.distributions():
             dist_name = dist.metadata["Name"] or "?"
@@ -163,7 +167,7 @@ class PluginHost:
                     continue
                 self._load_one(ep, dist_name, dist.version)
 
-    def _load_one(self, ep: metadata.EntryPoint, dist_name: str, dist_version: str) -> None:
+    def _load_one(self, ep: EntryPoint, dist_name: str, dist_version: str) -> None:
         try:
             plugin = ep.load()
             self._pm.register(plugin, name=ep.name)

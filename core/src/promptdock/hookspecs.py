@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     )
     from promptdock.response import ModelResponse, StreamChunk
 
-__all__ = ["dispatch", "hookspec", "list_prompts", "load_prompt", "render", "source_kinds"]
+__all__ = [
+    "dispatch",
+    "hookspec",
+    "invalidate",
+    "list_prompts",
+    "load_prompt",
+    "render",
+    "source_kinds",
+]
 
 hookspec = pluggy.HookspecMarker("promptdock")
 
@@ -162,4 +170,28 @@ def dispatch(request: CompletionRequest) -> ModelResponse | Iterator[StreamChunk
                 return None
             text = request.messages[-1]["content"]
             return ModelResponse.from_text(text, model=request.model)
+    """
+
+
+@hookspec
+def invalidate(source: SourceConfig, ref: str | None) -> bool | None:
+    """Forget what a source has cached about a ref, so the next load sees the newest commit.
+
+    Called by ``PromptDock.invalidate()``, which the proxy's Bitbucket webhook endpoint calls
+    when a push arrives. Content cached by commit SHA stays valid (it cannot change); what is
+    dropped is the branch or tag → SHA resolution. Results of all plugins are collected.
+
+    :param source: the configured source, kind already resolved.
+    :param ref: the branch or tag that moved; ``None`` for every ref of the source.
+    :returns: ``True`` when this plugin serves ``source.kind`` and dropped its state,
+        ``None`` for kinds it does not serve (local folders need no invalidation).
+
+    Example::
+
+        @promptdock.hookimpl
+        def invalidate(source, ref):
+            if source.kind != "gitea":
+                return None
+            cache_for(source).forget(ref)
+            return True
     """

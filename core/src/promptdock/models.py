@@ -33,6 +33,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 def _empty() -> Mapping[str, Any]:
     return _EMPTY
 
+
 _SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|api_key|apikey|authorization|credential)", re.I
 )
@@ -288,5 +289,5 @@ class CompletionRequest:
     timeout: float | None = None
     mock_response: str | None = None
     provenance: Provenance | None = None
-    extra_headers: Mapping[str, str] = field(default_factory=_empty)  # type: ignore[assignment]
+    extra_headers: Mapping[str, str] = field(default_factory=_empty)
     max_retries: int = 2

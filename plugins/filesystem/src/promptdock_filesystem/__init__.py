@@ -36,7 +36,8 @@ def _validate(options: Mapping[str, Any]) -> Mapping[str, Any]:
         raise ConfigError(
             "a filesystem source needs 'path': the folder of .prompt files", key="path"
         )
-    return {"path": os.fspath(path)}
+    # Resolved once, when the source is first used: a later os.chdir() does not move it.
+    return {"path": os.path.abspath(os.path.expanduser(os.fspath(path)))}
 
 
 def folder_for(source: SourceConfig) -> PromptFolder:

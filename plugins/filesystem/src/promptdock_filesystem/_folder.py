@@ -61,8 +61,11 @@ class PromptFolder:
 
     def __init__(self, source: SourceConfig) -> None:
         self.source = source
-        self.display_root = str(source.options["path"])
-        self.root = os.path.realpath(os.path.expanduser(self.display_root))
+        absolute = str(source.options["path"])
+        self.root = os.path.realpath(absolute)
+        relative = os.path.relpath(absolute)
+        # Errors name the folder as the user is likely to recognise it.
+        self.display_root = relative if not relative.startswith("..") else absolute
         self._cache: dict[tuple[str, int | None], _Entry] = {}
         self._lock = threading.Lock()
 
