@@ -81,7 +81,8 @@ def tests(session: nox.Session) -> None:
 @nox.session(tags=["ci"])
 def example_plugin(session: nox.Session) -> None:
     """The example third-party plugin (docs/writing-plugins.md), installed, passes the contract."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), CORE, EXAMPLE_PLUGIN)
+    test_deps = nox.project.dependency_groups(PYPROJECT, "test")
+    session.install(*test_deps, f"./{CORE}", f"./{EXAMPLE_PLUGIN}")
     session.run("pytest", f"{EXAMPLE_PLUGIN}/tests", "-p", "no:cacheprovider", *session.posargs)
 
 

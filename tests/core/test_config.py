@@ -118,6 +118,7 @@ def test_secrets_are_not_in_reprs(tmp_path: Path, api_key: str) -> None:
 
 
 def test_make_dock_serves_the_config_sources(tmp_path: Path, api_key: str) -> None:
+    pytest.importorskip("promptdock_filesystem", reason="serving needs the filesystem plugin")
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "hello.prompt").write_text("User: {{ user_message }}\n")
     config = load_config(_write(tmp_path, SEED_CONFIG))

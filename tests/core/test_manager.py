@@ -121,3 +121,21 @@ def test_two_plugins_declaring_one_kind_are_both_named() -> None:
     host = PluginHost(load_entrypoints=False, plugins=[("first", First()), ("second", Second())])
     with pytest.raises(ConfigError, match=r"'first' and 'second'|'second' and 'first'"):
         host.source_kinds()
+
+
+def test_fast_first_result_caller_follows_pluggy_semantics() -> None:
+    from promptdock import CompletionRequest, ModelResponse
+
+    class Late:
+        @hookimpl(tryfirst=True)
+        def dispatch(self, request: CompletionRequest) -> ModelResponse:
+            return ModelResponse.from_text("late", model=request.model)
+
+    host = PluginHost(load_entrypoints=False)
+    dispatch = host.first_result("dispatch")
+    request = CompletionRequest(model="mock/x", messages=[], mock_response="builtin")
+    assert dispatch(request=request).choices[0].message.content == "builtin"
+    host.register(Late(), name="late")  # registered after the caller was made: still honoured
+    assert dispatch(request=request).choices[0].message.content == "late"
+    host.unregister("late")
+    assert dispatch(request=request).choices[0].message.content == "builtin"

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from promptdock._manager import PluginHost
+from promptdock._manager import FirstResultCaller, PluginHost
 from promptdock.errors import ConfigError, DispatchError, PromptNotFoundError
 from promptdock.models import (
     DEFAULT_RENDER_OPTIONS,
@@ -52,6 +52,23 @@ def _as_config(name: str, spec: SourceSpec) -> SourceConfig:
     return SourceConfig(name, kind, options)
 
 
+class _LazyHook:
+    """A ``firstresult`` hook caller made on first use, so plugins load only when needed."""
+
+    __slots__ = ("_caller", "_host", "_name")
+
+    def __init__(self, host: PluginHost, name: str) -> None:
+        self._host = host
+        self._name = name
+        self._caller: FirstResultCaller | None = None
+
+    def __call__(self, **kwargs: Any) -> Any:
+        caller = self._caller
+        if caller is None:
+            caller = self._caller = self._host.first_result(self._name)
+        return caller(**kwargs)
+
+
 class PromptDock:
     """Prompts from named sources, rendered and sent to a model.
 
@@ -85,6 +102,9 @@ class PromptDock:
         timeout: float | None = None,
     ) -> None:
         self._host = PluginHost(load_entrypoints=load_entrypoints, plugins=plugins)
+        self._load_prompt = _LazyHook(self._host, "load_prompt")
+        self._render_hook = _LazyHook(self._host, "render")
+        self._dispatch = _LazyHook(self._host, "dispatch")
         self._lock = threading.Lock()
         self._configs: dict[str, SourceConfig] = {}
         self._resolved: dict[str, SourceConfig] = {}
@@ -196,7 +216,7 @@ class PromptDock:
     # -- prompts -------------------------------------------------------------------------
 
     def _load(self, source: SourceConfig, prompt_id: str, version: int | None) -> PromptFile:
-        prompt: PromptFile | None = self._host.hook.load_prompt(
+        prompt: PromptFile | None = self._load_prompt(
             source=source, prompt_id=prompt_id, version=version
         )
         if prompt is None:
@@ -261,7 +281,7 @@ class PromptDock:
     def _render(
         self, prompt: PromptFile, variables: Mapping[str, Any], options: RenderOptions
     ) -> RenderedPrompt:
-        rendered: RenderedPrompt | None = self._host.hook.render(
+        rendered: RenderedPrompt | None = self._render_hook(
             prompt=prompt, variables=variables, options=options
         )
         if rendered is None:
@@ -364,7 +384,7 @@ class PromptDock:
             extra_headers=extra_headers or {},
             max_retries=2 if max_retries is None else max_retries,
         )
-        result = self._host.hook.dispatch(request=request)
+        result = self._dispatch(request=request)
         if result is None:
             raise DispatchError(
                 f"no dispatcher accepted model {final_model!r}: are the built-in 'openai' and "

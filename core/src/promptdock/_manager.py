@@ -34,7 +34,13 @@ from promptdock.models import SourceKind
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost", "PluginRecord"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "FirstResultCaller",
+    "PluginHost",
+    "PluginRecord",
+]
 
 ENTRY_POINT_GROUP = "promptdock"
 
@@ -58,6 +64,45 @@ def _env_list(name: str) -> set[str] | None:
     if raw is None:
         return None
     return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class FirstResultCaller:
+    """Calls a ``firstresult`` hook's implementations directly, skipping pluggy's general loop.
+
+    Completions call three such hooks; pluggy's machinery (wrappers, historic calls, result
+    objects) costs more than the built-in implementations themselves. When no wrapper is
+    registered, the implementations are called in pluggy's order until one returns something
+    other than ``None``, exactly as pluggy would. The implementation list is re-read on every
+    call (a cheap copy and compare), so plugins registered later are always honoured; with a
+    wrapper present, the call goes through pluggy itself.
+    """
+
+    __slots__ = ("_direct", "_hook", "_impls")
+
+    def __init__(self, hook: pluggy.HookCaller) -> None:
+        self._hook = hook
+        self._impls: list[pluggy.HookImpl] | None = None
+        self._direct: tuple[tuple[Any, tuple[str, ...]], ...] | None = None
+
+    def _refresh(self, impls: list[pluggy.HookImpl]) -> None:
+        self._impls = impls
+        if any(impl.wrapper or impl.hookwrapper for impl in impls):
+            self._direct = None
+        else:  # pluggy calls the last-registered (tryfirst-sorted) implementation first
+            self._direct = tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
+
+    def __call__(self, **kwargs: Any) -> Any:
+        impls = self._hook.get_hookimpls()
+        if impls != self._impls:
+            self._refresh(impls)
+        direct = self._direct
+        if direct is None:
+            return self._hook(**kwargs)
+        for function, argnames in direct:
+            result = function(*[kwargs[name] for name in argnames])
+            if result is not None:
+                return result
+        return None
 
 
 @dataclass(frozen=True)
@@ -121,6 +166,10 @@ class PluginHost:
         """Plugins that failed to load, by name."""
         self.pm  # noqa: B018 - loading is the point
         return dict(self._errors)
+
+    def first_result(self, hook_name: str) -> FirstResultCaller:
+        """A fast caller for a ``firstresult`` hook (same semantics as ``hook.<name>(...)``)."""
+        return FirstResultCaller(getattr(self.pm.hook, hook_name))
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register ``plugin`` (a module or object with ``@hookimpl`` functions)."""
