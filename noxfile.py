@@ -15,7 +15,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests_core", "tests_all"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -72,7 +72,7 @@ def tests_plugin(session: nox.Session, plugin: str) -> None:
 
 
 @nox.session(tags=["ci"])
-def tests(session: nox.Session) -> None:
+def tests_all(session: nox.Session) -> None:
     """The whole suite with every distribution installed."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *_all_packages())
     session.run("pytest", *session.posargs)
@@ -102,6 +102,13 @@ def dist(session: nox.Session) -> None:
         session.install(*wheels)
         session.run("python", smoke, "with-plugins")
     shutil.rmtree(out, ignore_errors=True)
+
+
+@nox.session(tags=["ci"])
+def docs(session: nox.Session) -> None:
+    """The docs: links resolve, runnable examples run, every hook is documented and tested."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *_all_packages())
+    session.run("pytest", "tests/test_docs.py", "tests/test_meta.py", *session.posargs)
 
 
 @nox.session(default=False)

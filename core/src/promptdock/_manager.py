@@ -99,7 +99,7 @@ class FirstResultCaller:
         if direct is None:
             return self._hook(**kwargs)
         for function, argnames in direct:
-            result = function(*[kwargs[name] for name in argnames])
+            result = function(*map(kwargs.__getitem__, argnames))
             if result is not None:
                 return result
         return None

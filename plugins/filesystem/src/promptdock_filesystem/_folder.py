@@ -48,7 +48,7 @@ class _Entry:
     file: str
     file_key: _StatKey | None
     directory: str
-    directory_key: _StatKey | None
+    directory_key: _StatKey | None  # None: the choice of file does not depend on the folder
     prompt: PromptFile
 
 
@@ -103,7 +103,7 @@ class PromptFolder:
         if (
             entry is not None
             and _stat_key(entry.file) == entry.file_key
-            and _stat_key(entry.directory) == entry.directory_key
+            and (entry.directory_key is None or _stat_key(entry.directory) == entry.directory_key)
         ):
             return entry.prompt
         with self._lock:
@@ -126,6 +126,10 @@ class PromptFolder:
         if found is None:
             raise self._not_found(base, version)
         file_version, path = found
+        if version is not None or file_version is None:
+            # The file was named exactly: only its own stat can invalidate the choice. A
+            # "highest version" choice also depends on the folder (a new file may win).
+            directory_key = None
         real = self._inside(path, prompt_id)
         file_key = _stat_key(real)
         with open(real, "rb") as handle:
