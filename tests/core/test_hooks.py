@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -118,3 +119,27 @@ def test_hook_invalidate() -> None:
     dock = _dock(("remote", Remote()))
     assert dock.invalidate("mem", "main") is True
     assert calls == [("mem", "main")]
+
+
+def test_hook_adispatch() -> None:
+    class AsyncEcho:
+        @hookimpl
+        def adispatch(self, request: CompletionRequest) -> Any:
+            if not request.model.startswith("aecho/"):
+                return None
+
+            async def answer() -> ModelResponse:
+                return ModelResponse.from_text(
+                    "async " + request.messages[-1]["content"], model="m"
+                )
+
+            return answer()
+
+    dock = _dock(("aecho", AsyncEcho()))
+    reply = asyncio.run(
+        dock.acompletion("mem/aecho/1", prompt_id="hi", prompt_variables={"x": "1"})
+    )
+    assert isinstance(reply, ModelResponse)
+    assert reply.choices[0].message.content == "async hi 1"
+    assert reply.prompt is not None
+    assert reply.prompt.prompt_id == "hi"

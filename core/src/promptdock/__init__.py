@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from promptdock._dock import PromptDock
-from promptdock._globals import completion, default_dock, set_global_bitbucket_config
+from promptdock._globals import (
+    acompletion,
+    completion,
+    default_dock,
+    set_global_bitbucket_config,
+)
 from promptdock._manager import PluginRecord
 from promptdock.errors import (
     ConfigError,
@@ -48,13 +53,14 @@ from promptdock.models import (
     SourceConfig,
     SourceKind,
 )
-from promptdock.response import CompletionStream, ModelResponse, ObjectDict
+from promptdock.response import AsyncCompletionStream, CompletionStream, ModelResponse, ObjectDict
 
 if TYPE_CHECKING:
     from promptdock.picoschema import picoschema_to_json_schema
     from promptdock.prompt_file import parse_prompt
 
 __all__ = [
+    "AsyncCompletionStream",
     "CompletionRequest",
     "CompletionStream",
     "ConfigError",
@@ -82,6 +88,7 @@ __all__ = [
     "UnsafePromptIdError",
     "UpstreamTimeoutError",
     "__version__",
+    "acompletion",
     "check_prompt_id",
     "completion",
     "default_dock",

@@ -7,8 +7,9 @@ behind their own locks.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from promptdock._manager import FirstResultCaller, PluginHost
@@ -22,7 +23,7 @@ from promptdock.models import (
     RenderOptions,
     SourceConfig,
 )
-from promptdock.response import CompletionStream, ModelResponse
+from promptdock.response import AsyncCompletionStream, CompletionStream, ModelResponse
 
 __all__ = ["PromptDock", "SourceSpec"]
 
@@ -105,6 +106,7 @@ class PromptDock:
         self._load_prompt = _LazyHook(self._host, "load_prompt")
         self._render_hook = _LazyHook(self._host, "render")
         self._dispatch = _LazyHook(self._host, "dispatch")
+        self._adispatch = _LazyHook(self._host, "adispatch")
         self._lock = threading.Lock()
         self._configs: dict[str, SourceConfig] = {}
         self._resolved: dict[str, SourceConfig] = {}
@@ -294,6 +296,80 @@ class PromptDock:
 
     # -- completions ---------------------------------------------------------------------
 
+    def prepare_request(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        prompt_id: str | None = None,
+        prompt_variables: Mapping[str, Any] | None = None,
+        prompt_version: int | None = None,
+        stream: bool = False,
+        mock_response: str | None = None,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        append_messages: bool = False,
+        bitbucket_config: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> CompletionRequest:
+        """Load and render the prompt and build the request :meth:`completion` would send.
+
+        Takes the same arguments as :meth:`completion`; calls no model. May do source I/O
+        (a cold remote prompt), so async code runs it in a worker thread.
+        """
+        prefix, _, upstream = model.partition("/")
+        provenance = None
+        if prompt_id is None:
+            if prefix in self._configs and upstream:
+                raise ConfigError(
+                    f"model {model!r} names the prompt source {prefix!r} but no prompt_id was "
+                    f"given; pass prompt_id=... or drop the prefix to call the model directly",
+                    key="prompt_id",
+                )
+            if not messages:
+                raise ConfigError(
+                    "completion() needs messages=... or prompt_id=...", key="messages"
+                )
+            final_model, final_messages, final_params = model, list(messages), params
+        else:
+            if not upstream:
+                raise ConfigError(
+                    f"model {model!r} has no source prefix: write '<source>/<model>', e.g. "
+                    f"'dotprompt/gpt-4' (sources: {', '.join(self.source_names) or 'none'})",
+                    key="model",
+                )
+            if bitbucket_config is not None:
+                source = self._adhoc_source(SourceConfig(prefix, "bitbucket", bitbucket_config))
+            else:
+                source = self.get_source(prefix)
+            prompt = self._load(source, prompt_id, prompt_version)
+            rendered = self._render(prompt, prompt_variables or {}, self.render_options)
+            provenance = prompt.provenance
+            if upstream.startswith(_MOCK_PREFIX) or not rendered.model:
+                final_model = upstream
+            else:
+                final_model = rendered.model
+            final_messages = rendered.messages
+            if append_messages and messages:
+                final_messages = [*final_messages, *messages]
+            final_params = {**rendered.params, **params} if rendered.params else params
+        return CompletionRequest(
+            model=final_model,
+            messages=final_messages,
+            params=final_params,
+            stream=stream,
+            api_base=api_base or self.api_base,
+            api_key=api_key or self.api_key,
+            timeout=timeout if timeout is not None else self.timeout,
+            mock_response=mock_response,
+            provenance=provenance,
+            extra_headers=extra_headers or {},
+            max_retries=2 if max_retries is None else max_retries,
+        )
+
     def completion(
         self,
         model: str,
@@ -335,67 +411,91 @@ class PromptDock:
         :raises PromptNotFoundError, PromptSyntaxError, InputValidationError, ConfigError,
             DispatchError: see their docs; all derive from ``PromptdockError``.
         """
-        prefix, _, upstream = model.partition("/")
-        provenance = None
-        if prompt_id is None:
-            if prefix in self._configs and upstream:
-                raise ConfigError(
-                    f"model {model!r} names the prompt source {prefix!r} but no prompt_id was "
-                    f"given; pass prompt_id=... or drop the prefix to call the model directly",
-                    key="prompt_id",
-                )
-            if not messages:
-                raise ConfigError(
-                    "completion() needs messages=... or prompt_id=...", key="messages"
-                )
-            final_model, final_messages, final_params = model, list(messages), params
-        else:
-            if not upstream:
-                raise ConfigError(
-                    f"model {model!r} has no source prefix: write '<source>/<model>', e.g. "
-                    f"'dotprompt/gpt-4' (sources: {', '.join(self.source_names) or 'none'})",
-                    key="model",
-                )
-            if bitbucket_config is not None:
-                source = self._adhoc_source(SourceConfig(prefix, "bitbucket", bitbucket_config))
-            else:
-                source = self.get_source(prefix)
-            prompt = self._load(source, prompt_id, prompt_version)
-            rendered = self._render(prompt, prompt_variables or {}, self.render_options)
-            provenance = prompt.provenance
-            if upstream.startswith(_MOCK_PREFIX) or not rendered.model:
-                final_model = upstream
-            else:
-                final_model = rendered.model
-            final_messages = rendered.messages
-            if append_messages and messages:
-                final_messages = [*final_messages, *messages]
-            final_params = {**rendered.params, **params} if rendered.params else params
-        request = CompletionRequest(
-            model=final_model,
-            messages=final_messages,
-            params=final_params,
+        request = self.prepare_request(
+            model,
+            messages,
+            prompt_id=prompt_id,
+            prompt_variables=prompt_variables,
+            prompt_version=prompt_version,
             stream=stream,
-            api_base=api_base or self.api_base,
-            api_key=api_key or self.api_key,
-            timeout=timeout if timeout is not None else self.timeout,
             mock_response=mock_response,
-            provenance=provenance,
-            extra_headers=extra_headers or {},
-            max_retries=2 if max_retries is None else max_retries,
+            api_base=api_base,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            append_messages=append_messages,
+            bitbucket_config=bitbucket_config,
+            extra_headers=extra_headers,
+            **params,
         )
+        return self.send(request)
+
+    def send(self, request: CompletionRequest) -> ModelResponse | CompletionStream:
+        """Dispatch a prepared request (see :meth:`prepare_request`) through the plugins."""
         result = self._dispatch(request=request)
         if result is None:
-            raise DispatchError(
-                f"no dispatcher accepted model {final_model!r}: are the built-in 'openai' and "
-                f"'mock' plugins blocked (PROMPTDOCK_BLOCK_PLUGINS)?"
-            )
+            raise _no_dispatcher(request)
         if isinstance(result, ModelResponse):
-            return result.with_prompt(provenance)
-        if stream:
+            return result.with_prompt(request.provenance)
+        if request.stream:
             chunks: Iterator[Any] = iter(result)
-            return CompletionStream(chunks, provenance)
-        raise DispatchError(
-            f"the dispatcher for model {final_model!r} returned {type(result).__name__}, "
-            f"expected a ModelResponse"
-        )
+            return CompletionStream(chunks, request.provenance)
+        raise _wrong_result(request, result)
+
+    async def acompletion(
+        self, model: str, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> ModelResponse | AsyncCompletionStream:
+        """:meth:`completion` for async code: same arguments, same results.
+
+        Loading and rendering run in a worker thread (a cold remote prompt may do network
+        I/O); the model call uses an async dispatcher when a plugin offers one (``adispatch``),
+        else the sync one in a worker thread. With ``stream=True`` the result is an
+        :class:`AsyncCompletionStream`: ``async for chunk in stream``.
+        """
+        request = await asyncio.to_thread(self.prepare_request, model, messages, **kwargs)
+        return await self.asend(request)
+
+    async def asend(self, request: CompletionRequest) -> ModelResponse | AsyncCompletionStream:
+        """Dispatch a prepared request from async code (see :meth:`acompletion`)."""
+        pending = self._adispatch(request=request)
+        result: Any
+        if pending is not None:
+            result = await pending
+        else:
+            result = await asyncio.to_thread(self._dispatch, request=request)
+            if result is None:
+                raise _no_dispatcher(request)
+            if request.stream and not isinstance(result, ModelResponse):
+                result = _iterate_in_thread(iter(result))
+        if isinstance(result, ModelResponse):
+            return result.with_prompt(request.provenance)
+        if request.stream:
+            return AsyncCompletionStream(result, request.provenance)
+        raise _wrong_result(request, result)
+
+
+def _no_dispatcher(request: CompletionRequest) -> DispatchError:
+    return DispatchError(
+        f"no dispatcher accepted model {request.model!r}: are the built-in 'openai' and "
+        f"'mock' plugins blocked (PROMPTDOCK_BLOCK_PLUGINS)?"
+    )
+
+
+def _wrong_result(request: CompletionRequest, result: object) -> DispatchError:
+    expected = "chunks" if request.stream else "a ModelResponse"
+    return DispatchError(
+        f"the dispatcher for model {request.model!r} returned {type(result).__name__}, "
+        f"expected {expected}"
+    )
+
+
+async def _iterate_in_thread(chunks: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drive a blocking chunk iterator from a worker thread, one chunk at a time."""
+    done = object()
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)

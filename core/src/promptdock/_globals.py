@@ -14,9 +14,9 @@ from typing import Any
 
 from promptdock._dock import PromptDock
 from promptdock.models import SourceConfig
-from promptdock.response import CompletionStream, ModelResponse
+from promptdock.response import AsyncCompletionStream, CompletionStream, ModelResponse
 
-__all__ = ["completion", "default_dock", "set_global_bitbucket_config"]
+__all__ = ["acompletion", "completion", "default_dock", "set_global_bitbucket_config"]
 
 DEFAULT_PROMPT_DIR = "prompts"
 
@@ -71,3 +71,10 @@ def completion(
     :data:`promptdock.global_prompt_directory`.
     """
     return default_dock().completion(model, messages, **kwargs)
+
+
+async def acompletion(
+    model: str, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> ModelResponse | AsyncCompletionStream:
+    """:func:`completion` for async code (``await promptdock.acompletion(...)``)."""
+    return await default_dock().acompletion(model, messages, **kwargs)

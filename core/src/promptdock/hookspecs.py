@@ -12,7 +12,7 @@ same manager, so a plugin can replace or wrap any of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from promptdock.response import ModelResponse, StreamChunk
 
 __all__ = [
+    "adispatch",
     "dispatch",
     "hookspec",
     "invalidate",
@@ -194,4 +195,34 @@ def invalidate(source: SourceConfig, ref: str | None) -> bool | None:
                 return None
             cache_for(source).forget(ref)
             return True
+    """
+
+
+@hookspec(firstresult=True)
+def adispatch(
+    request: CompletionRequest,
+) -> Awaitable[ModelResponse | AsyncIterator[StreamChunk]] | None:
+    """Send a completion request to a model without blocking the event loop.
+
+    Called by ``PromptDock.acompletion()`` and the proxy, for every request. Stops at the first
+    non-``None`` result. When no plugin answers, promptdock runs the sync ``dispatch`` hook in
+    a worker thread instead, so a plugin that only implements ``dispatch`` still works from
+    async code. The built-in ``mock`` plugin implements both.
+
+    :param request: model, messages, parameters and connection settings.
+    :returns: an awaitable (typically a coroutine) resolving to a ``ModelResponse``, or to an
+        async iterator of chunk dicts when ``request.stream`` is true; ``None`` when this
+        plugin does not serve the model from async code.
+    :raises DispatchError: the upstream failed (when awaited).
+
+    Example::
+
+        @promptdock.hookimpl
+        def adispatch(request):
+            if not request.model.startswith("echo/"):
+                return None
+            async def answer():
+                return ModelResponse.from_text(request.messages[-1]["content"],
+                                               model=request.model)
+            return answer()
     """

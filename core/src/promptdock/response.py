@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from promptdock.models import Provenance
 
-__all__ = ["CompletionStream", "ModelResponse", "ObjectDict", "StreamChunk"]
+__all__ = [
+    "AsyncCompletionStream",
+    "CompletionStream",
+    "ModelResponse",
+    "ObjectDict",
+    "StreamChunk",
+]
 
 
 def _wrap(value: Any) -> Any:
@@ -136,3 +142,23 @@ class CompletionStream:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+class AsyncCompletionStream:
+    """The async counterpart of :class:`CompletionStream`: ``async for chunk in stream``."""
+
+    def __init__(self, chunks: AsyncIterator[StreamChunk], prompt: Provenance | None) -> None:
+        self._chunks = chunks
+        self.prompt = prompt
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop early and release the upstream connection."""
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -14,7 +14,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import pluggy
@@ -22,7 +22,7 @@ import pluggy
 from promptdock.models import CompletionRequest
 from promptdock.response import ModelResponse, ObjectDict, StreamChunk
 
-__all__ = ["MOCK_PREFIX", "dispatch", "echo_text", "mock_chunks", "mock_response"]
+__all__ = ["MOCK_PREFIX", "adispatch", "dispatch", "echo_text", "mock_chunks", "mock_response"]
 
 # Imported from pluggy rather than ``promptdock`` so that importing this module never triggers
 # the package ``__init__`` while the plugin manager is being built.
@@ -63,6 +63,28 @@ def dispatch(request: CompletionRequest) -> ModelResponse | Iterator[StreamChunk
             text, model=request.model, include_usage=usage, prompt_tokens=prompt_tokens
         )
     return mock_response(text, model=request.model, prompt_tokens=_count_words(request.messages))
+
+
+@hookimpl
+def adispatch(
+    request: CompletionRequest,
+) -> Coroutine[Any, Any, ModelResponse | AsyncIterator[StreamChunk]] | None:
+    """The async face of :func:`dispatch`: the same answers, without a worker thread."""
+    answer = dispatch(request)
+    if answer is None:
+        return None
+    return _ready(answer)
+
+
+async def _ready(answer: ModelResponse | Iterator[StreamChunk]) -> Any:
+    if isinstance(answer, ModelResponse):
+        return answer
+    return _async_chunks(answer)
+
+
+async def _async_chunks(chunks: Iterator[StreamChunk]) -> AsyncIterator[StreamChunk]:
+    for chunk in chunks:
+        yield chunk
 
 
 def echo_text(messages: Sequence[Mapping[str, Any]]) -> str:
