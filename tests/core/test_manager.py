@@ -45,7 +45,7 @@ def test_builtins_are_registered_like_any_plugin() -> None:
     builtins = {r.name: r for r in host.plugins() if r.builtin}
     assert set(builtins) == {"jinja2", "mock", "openai"}
     assert builtins["jinja2"].hooks == ("render",)
-    assert builtins["mock"].hooks == ("dispatch",)
+    assert builtins["mock"].hooks == ("adispatch", "dispatch")
 
 
 def test_entry_points_load_lazily_and_a_broken_one_does_not_break_others(
