@@ -29,7 +29,7 @@ def _editable(*paths: str) -> list[str]:
 
 
 def _all_packages() -> list[str]:
-    return _editable(CORE, *PLUGINS.values())
+    return _editable(f"{CORE}[proxy]", *PLUGINS.values())
 
 
 @nox.session(tags=["ci"])
