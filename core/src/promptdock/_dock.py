@@ -7,12 +7,11 @@ behind their own locks.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
-from promptdock._manager import FirstResultCaller, PluginHost
+from promptdock._manager import PluginHost
 from promptdock.errors import ConfigError, DispatchError, PromptNotFoundError
 from promptdock.models import (
     DEFAULT_RENDER_OPTIONS,
@@ -53,23 +52,6 @@ def _as_config(name: str, spec: SourceSpec) -> SourceConfig:
     return SourceConfig(name, kind, options)
 
 
-class _LazyHook:
-    """A ``firstresult`` hook caller made on first use, so plugins load only when needed."""
-
-    __slots__ = ("_caller", "_host", "_name")
-
-    def __init__(self, host: PluginHost, name: str) -> None:
-        self._host = host
-        self._name = name
-        self._caller: FirstResultCaller | None = None
-
-    def __call__(self, **kwargs: Any) -> Any:
-        caller = self._caller
-        if caller is None:
-            caller = self._caller = self._host.first_result(self._name)
-        return caller(**kwargs)
-
-
 class PromptDock:
     """Prompts from named sources, rendered and sent to a model.
 
@@ -103,10 +85,10 @@ class PromptDock:
         timeout: float | None = None,
     ) -> None:
         self._host = PluginHost(load_entrypoints=load_entrypoints, plugins=plugins)
-        self._load_prompt = _LazyHook(self._host, "load_prompt")
-        self._render_hook = _LazyHook(self._host, "render")
-        self._dispatch = _LazyHook(self._host, "dispatch")
-        self._adispatch = _LazyHook(self._host, "adispatch")
+        self._load_prompt = self._host.first_result("load_prompt")
+        self._render_hook = self._host.first_result("render")
+        self._dispatch = self._host.first_result("dispatch")
+        self._adispatch = self._host.first_result("adispatch")
         self._lock = threading.Lock()
         self._configs: dict[str, SourceConfig] = {}
         self._resolved: dict[str, SourceConfig] = {}
@@ -452,11 +434,15 @@ class PromptDock:
         else the sync one in a worker thread. With ``stream=True`` the result is an
         :class:`AsyncCompletionStream`: ``async for chunk in stream``.
         """
+        import asyncio  # ~50 ms to import: only for async callers
+
         request = await asyncio.to_thread(self.prepare_request, model, messages, **kwargs)
         return await self.asend(request)
 
     async def asend(self, request: CompletionRequest) -> ModelResponse | AsyncCompletionStream:
         """Dispatch a prepared request from async code (see :meth:`acompletion`)."""
+        import asyncio
+
         pending = self._adispatch(request=request)
         result: Any
         if pending is not None:
@@ -491,6 +477,8 @@ def _wrong_result(request: CompletionRequest, result: object) -> DispatchError:
 
 async def _iterate_in_thread(chunks: Iterator[Any]) -> AsyncIterator[Any]:
     """Drive a blocking chunk iterator from a worker thread, one chunk at a time."""
+    import asyncio
+
     done = object()
     try:
         while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:

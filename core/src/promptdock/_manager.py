@@ -77,10 +77,13 @@ class FirstResultCaller:
     wrapper present, the call goes through pluggy itself.
     """
 
-    __slots__ = ("_direct", "_hook", "_impls")
+    __slots__ = ("_direct", "_hook", "_host", "_impls", "_name")
 
-    def __init__(self, hook: pluggy.HookCaller) -> None:
-        self._hook = hook
+    def __init__(self, host: PluginHost, hook_name: str) -> None:
+        # The hook caller is looked up on first call, so plugins load only when needed.
+        self._host = host
+        self._name = hook_name
+        self._hook: pluggy.HookCaller | None = None
         self._impls: list[pluggy.HookImpl] | None = None
         self._direct: tuple[tuple[Any, tuple[str, ...]], ...] | None = None
 
@@ -92,12 +95,15 @@ class FirstResultCaller:
             self._direct = tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
 
     def __call__(self, **kwargs: Any) -> Any:
-        impls = self._hook.get_hookimpls()
+        hook = self._hook
+        if hook is None:
+            hook = self._hook = getattr(self._host.pm.hook, self._name)
+        impls = hook.get_hookimpls()
         if impls != self._impls:
             self._refresh(impls)
         direct = self._direct
         if direct is None:
-            return self._hook(**kwargs)
+            return hook(**kwargs)
         for function, argnames in direct:
             result = function(*map(kwargs.__getitem__, argnames))
             if result is not None:
@@ -169,7 +175,7 @@ class PluginHost:
 
     def first_result(self, hook_name: str) -> FirstResultCaller:
         """A fast caller for a ``firstresult`` hook (same semantics as ``hook.<name>(...)``)."""
-        return FirstResultCaller(getattr(self.pm.hook, hook_name))
+        return FirstResultCaller(self, hook_name)
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register ``plugin`` (a module or object with ``@hookimpl`` functions)."""
