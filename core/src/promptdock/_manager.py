@@ -204,6 +204,10 @@ class PluginHost:
             for name, plugin in self._extra:
                 self._pm.register(plugin, name=name)
             self._loaded = True
+        # Warn only once loading is complete: under ``-W error`` the warning raises, and the
+        # host must not be left half-loaded.
+        for error in self._errors.values():
+            warnings.warn(str(error), RuntimeWarning, stacklevel=3)
 
     def _load_entry_points(self, blocked: set[str]) -> None:
         from importlib import metadata  # ~50 ms: only when plugins are actually loaded
@@ -235,7 +239,6 @@ class PluginHost:
                 distribution=f"{dist_name} {dist_version}",
             )
             self._errors[ep.name] = error
-            warnings.warn(str(error), RuntimeWarning, stacklevel=4)
             return
         self._dists[ep.name] = (dist_name, dist_version)
 

@@ -194,7 +194,8 @@ _INVISIBLE: dict[int, str | None] = {
 }
 _INVISIBLE.update({ord(c): ":" for c in "\u0589\u05c3\u02f8\u2236\ua789"})  # colon look-alikes
 _ROLE_LIKE = re.compile(
-    r"[\s#>*_-]*(?:system|user|assistant|developer)\s*(?:\[[^\]]*\])?\s*:", re.IGNORECASE
+    r"[\s#>*_`~-]*(?:system|user|assistant|developer)[*_`~]*\s*(?:\[[^\]]*\])?[*_`~]*\s*:",
+    re.IGNORECASE,
 )
 _MAX_DEPTH = 32
 

@@ -23,6 +23,9 @@ from promptdock.ids import check_prompt_id, closest_ids, group_prompt_paths, spl
 
 KIND = "zip"
 
+# Parsed prompts, reused while the archive is unchanged: (source, id, version) -> (mtime, prompt).
+_cache: dict[tuple[SourceConfig, str, int | None], tuple[int, PromptFile]] = {}
+
 
 def _validate(options: Mapping[str, Any]) -> Mapping[str, Any]:
     archive = options.get("archive")
@@ -77,6 +80,16 @@ def load_prompt(source: SourceConfig, prompt_id: str, version: int | None) -> Pr
     if source.kind != KIND:
         return None
     check_prompt_id(prompt_id, source=source.name)
+    stamp = os.stat(source.options["archive"]).st_mtime_ns
+    cached = _cache.get((source, prompt_id, version))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    prompt = _load(source, prompt_id, version)
+    _cache[(source, prompt_id, version)] = (stamp, prompt)
+    return prompt
+
+
+def _load(source: SourceConfig, prompt_id: str, version: int | None) -> PromptFile:
     base, suffix_version = split_version(prompt_id)
     version = suffix_version if version is None else version
     infos = {info.id: info for info in group_prompt_paths(_members(source), source=source.name)}
