@@ -20,7 +20,7 @@ nox.options.sessions = ["lint", "typecheck", "tests_core", "tests_all"]
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CORE = "core"
-PLUGINS = {"filesystem": "plugins/filesystem"}
+PLUGINS = {"filesystem": "plugins/filesystem", "bitbucket": "plugins/bitbucket"}
 EXAMPLE_PLUGIN = "examples/third-party-plugin"
 
 
@@ -113,6 +113,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: per-call cost as ratios to a plain precompiled Jinja2 render, and import time."""
+    """Benchmarks: per-call cost against plain Jinja2, import time, the Bitbucket source."""
     session.install(*_all_packages(), "jinja2")
     session.run("python", "bench/bench_core.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    session.run("python", "bench/bench_bitbucket.py", *session.posargs)

@@ -41,8 +41,10 @@ def with_plugins() -> None:
         )
         assert isinstance(reply, promptdock.ModelResponse)
         assert "user: Why?" in reply.choices[0].message.content, reply
-        plugin = next(r for r in dock.plugin_host.plugins() if r.name == "filesystem")
-        assert plugin.distribution == "promptdock-filesystem", plugin
+        records = {r.name: r for r in dock.plugin_host.plugins()}
+        assert records["filesystem"].distribution == "promptdock-filesystem", records
+        assert records["bitbucket"].distribution == "promptdock-bitbucket", records
+        assert dock.plugin_host.resolve_kind("bitbucket").name == "bitbucket"
 
 
 if __name__ == "__main__":
