@@ -149,3 +149,15 @@ def test_broken_plugin_under_warnings_as_errors_leaves_the_host_usable(
         host.plugins()  # filterwarnings=error turns the load warning into an exception
     names = {record.name for record in host.plugins()}  # no half-loaded host, no re-register
     assert {"jinja2", "mock", "openai", "memory", "broken"} <= names
+
+
+def test_plugin_name_clash_is_a_config_error_and_the_host_stays_usable() -> None:
+    class Impostor:
+        @hookimpl
+        def source_kinds(self) -> list[SourceKind]:
+            return [SourceKind("impostor")]
+
+    host = PluginHost(load_entrypoints=False, plugins=[("mock", Impostor())])
+    with pytest.raises(ConfigError, match="cannot register plugin\\(s\\) 'mock'"):
+        host.plugins()
+    assert {r.name for r in host.plugins()} == {"jinja2", "mock", "openai"}

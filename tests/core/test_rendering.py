@@ -89,7 +89,8 @@ def test_seed_prompt_renders_to_system_and_user_messages() -> None:
     result = render_prompt(prompt, {"user_message": "Hi!"}, LENIENT)
     assert isinstance(result, RenderedPrompt)
     assert result.messages == [system("You are a helpful assistant."), user("Hi!")]
-    assert result.params is prompt.params
+    assert result.params == prompt.params
+    assert result.params is not prompt.params  # a per-render copy: changing it is harmless
     assert result.prompt is prompt
     assert result.model is None
 
@@ -777,3 +778,16 @@ def test_unterminated_frontmatter_in_an_include_names_the_file() -> None:
         render('{% include "_p.prompt" %}', include_resolver=dict_resolver(files))
     assert (info.value.path, info.value.line) == ("_p.prompt", 1)
     assert str(info.value).startswith("_p.prompt (included file): unterminated frontmatter")
+
+
+def test_changing_a_render_result_never_changes_the_prompt() -> None:
+    prompt = PromptFile(
+        id="p", body="User: hi", params={"temperature": 0.2, "response_format": {"type": "json"}}
+    )
+    first = render_prompt(prompt, {}, LENIENT)
+    first.params["temperature"] = 99
+    first.params["response_format"]["type"] = "text"
+    assert render_prompt(prompt, {}, LENIENT).params == {
+        "temperature": 0.2,
+        "response_format": {"type": "json"},
+    }

@@ -15,6 +15,7 @@ from promptdock._manager import PluginHost
 from promptdock.errors import ConfigError, DispatchError, PromptNotFoundError
 from promptdock.models import (
     DEFAULT_RENDER_OPTIONS,
+    MOCK_PREFIX,
     CompletionRequest,
     PromptFile,
     PromptInfo,
@@ -28,8 +29,6 @@ __all__ = ["PromptDock", "SourceSpec"]
 
 SourceSpec = SourceConfig | Mapping[str, Any]
 """A source as users write it: a :class:`SourceConfig`, or a mapping with ``kind`` and options."""
-
-_MOCK_PREFIX = "mock/"
 
 
 def _as_config(name: str, spec: SourceSpec) -> SourceConfig:
@@ -330,7 +329,7 @@ class PromptDock:
             prompt = self._load(source, prompt_id, prompt_version)
             rendered = self._render(prompt, prompt_variables or {}, self.render_options)
             provenance = prompt.provenance
-            if upstream.startswith(_MOCK_PREFIX) or not rendered.model:
+            if upstream.startswith(MOCK_PREFIX) or not rendered.model:
                 final_model = upstream
             else:
                 final_model = rendered.model
@@ -417,9 +416,9 @@ class PromptDock:
         result = self._dispatch(request=request)
         if result is None:
             raise _no_dispatcher(request)
-        if isinstance(result, ModelResponse):
+        if isinstance(result, ModelResponse) and not request.stream:
             return result.with_prompt(request.provenance)
-        if request.stream:
+        if request.stream and not isinstance(result, ModelResponse | Mapping):
             chunks: Iterator[Any] = iter(result)
             return CompletionStream(chunks, request.provenance)
         raise _wrong_result(request, result)
@@ -440,22 +439,26 @@ class PromptDock:
         return await self.asend(request)
 
     async def asend(self, request: CompletionRequest) -> ModelResponse | AsyncCompletionStream:
-        """Dispatch a prepared request from async code (see :meth:`acompletion`)."""
+        """Dispatch a prepared request from async code (see :meth:`acompletion`).
+
+        The ``adispatch`` hook answers first; when no implementation answers (or an
+        ``async def`` implementation resolves to ``None``), the ``dispatch`` hook runs in a
+        worker thread. A plugin that overrides or wraps ``dispatch`` should therefore implement
+        ``adispatch`` too, or its override only applies to sync calls.
+        """
         import asyncio
 
         pending = self._adispatch(request=request)
-        result: Any
-        if pending is not None:
-            result = await pending
-        else:
+        result: Any = None if pending is None else await pending
+        if result is None:  # no async dispatcher (or an `async def` one that passed)
             result = await asyncio.to_thread(self._dispatch, request=request)
             if result is None:
                 raise _no_dispatcher(request)
-            if request.stream and not isinstance(result, ModelResponse):
+            if request.stream and not isinstance(result, ModelResponse | Mapping):
                 result = _iterate_in_thread(iter(result))
-        if isinstance(result, ModelResponse):
+        if isinstance(result, ModelResponse) and not request.stream:
             return result.with_prompt(request.provenance)
-        if request.stream:
+        if request.stream and hasattr(result, "__anext__"):
             return AsyncCompletionStream(result, request.provenance)
         raise _wrong_result(request, result)
 

@@ -66,6 +66,9 @@ def _env_list(name: str) -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+_Direct = tuple[tuple[Any, tuple[str, ...]], ...]
+
+
 class FirstResultCaller:
     """Calls a ``firstresult`` hook's implementations directly, skipping pluggy's general loop.
 
@@ -77,31 +80,33 @@ class FirstResultCaller:
     wrapper present, the call goes through pluggy itself.
     """
 
-    __slots__ = ("_direct", "_hook", "_host", "_impls", "_name")
+    __slots__ = ("_hook", "_host", "_name", "_plan")
 
     def __init__(self, host: PluginHost, hook_name: str) -> None:
         # The hook caller is looked up on first call, so plugins load only when needed.
         self._host = host
         self._name = hook_name
         self._hook: pluggy.HookCaller | None = None
-        self._impls: list[pluggy.HookImpl] | None = None
-        self._direct: tuple[tuple[Any, tuple[str, ...]], ...] | None = None
+        # (the implementations it was made for, the direct calls or None): one tuple, replaced
+        # whole, so a thread never pairs a new list with an old plan.
+        self._plan: tuple[list[pluggy.HookImpl], _Direct | None] = ([], None)
 
-    def _refresh(self, impls: list[pluggy.HookImpl]) -> None:
-        self._impls = impls
+    @staticmethod
+    def _make_plan(impls: list[pluggy.HookImpl]) -> _Direct | None:
         if any(impl.wrapper or impl.hookwrapper for impl in impls):
-            self._direct = None
-        else:  # pluggy calls the last-registered (tryfirst-sorted) implementation first
-            self._direct = tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
+            return None
+        # pluggy calls the last-registered (tryfirst-sorted) implementation first
+        return tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
 
     def __call__(self, **kwargs: Any) -> Any:
         hook = self._hook
         if hook is None:
             hook = self._hook = getattr(self._host.pm.hook, self._name)
         impls = hook.get_hookimpls()
-        if impls != self._impls:
-            self._refresh(impls)
-        direct = self._direct
+        plan = self._plan
+        if impls != plan[0]:
+            plan = self._plan = (impls, self._make_plan(impls))
+        direct = plan[1]
         if direct is None:
             return hook(**kwargs)
         for function, argnames in direct:
@@ -201,9 +206,20 @@ class PluginHost:
                     self._pm.register(importlib.import_module(module), name=name)
             if self._load_entrypoints:
                 self._load_entry_points(blocked)
+            clashes = []
             for name, plugin in self._extra:
-                self._pm.register(plugin, name=name)
+                if self._pm.has_plugin(name) or self._pm.is_registered(plugin):
+                    clashes.append(name)
+                else:
+                    self._pm.register(plugin, name=name)
             self._loaded = True
+        if clashes:
+            raise ConfigError(
+                f"cannot register plugin(s) {', '.join(map(repr, clashes))}: the name (or the "
+                f"object) is already registered; built-in names are "
+                f"{', '.join(name for name, _ in DEFAULT_PLUGINS)}. Pick another name.",
+                key="plugins",
+            )
         # Warn only once loading is complete: under ``-W error`` the warning raises, and the
         # host must not be left half-loaded.
         for error in self._errors.values():

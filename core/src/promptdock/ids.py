@@ -34,7 +34,8 @@ PROMPT_SUFFIX = ".prompt"
 _PLAIN_ID = re.compile(
     r"[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.v[0-9]+)?(?:/[A-Za-z0-9_][A-Za-z0-9_\-]*(?:\.v[0-9]+)?)*"
 )
-_VERSION_SUFFIX = re.compile(r"^(?P<base>.+)\.v(?P<version>[0-9]{1,9})$")
+# No leading zeros: "x.v01" is an id of its own, so every version has exactly one file name.
+_VERSION_SUFFIX = re.compile(r"^(?P<base>.+)\.v(?P<version>0|[1-9][0-9]{0,8})$")
 _FORBIDDEN_CHARS = frozenset('\\:*?"<>|%')
 
 
@@ -132,7 +133,8 @@ def group_prompt_paths(paths: Iterable[str], *, source: str) -> list[PromptInfo]
     """Fold file paths (relative, ``/``-separated) into one :class:`PromptInfo` per id, sorted.
 
     ``x.prompt``, ``x.v1.prompt`` and ``x.v2.prompt`` become one entry ``x`` with versions
-    ``(1, 2)``; its ``path`` is the unversioned file, else the highest version.
+    ``(1, 2)``; its ``path`` is the unversioned file, else the highest version. A file whose
+    id :func:`check_prompt_id` refuses (``50% off.prompt``) is listed with ``error`` set.
     """
     found: dict[str, tuple[set[int], bool]] = {}
     for path in paths:
@@ -151,6 +153,11 @@ def group_prompt_paths(paths: Iterable[str], *, source: str) -> list[PromptInfo]
         versions, plain = found[prompt_id]
         ordered = tuple(sorted(versions))
         stem = prompt_id if plain else version_file_stem(prompt_id, ordered[-1])
+        try:
+            check_prompt_id(prompt_id, source=source)
+            error = None
+        except UnsafePromptIdError as exc:  # listed, never skipped: the error says why
+            error = str(exc)
         infos.append(
             PromptInfo(
                 id=prompt_id,
@@ -158,6 +165,7 @@ def group_prompt_paths(paths: Iterable[str], *, source: str) -> list[PromptInfo]
                 versions=ordered,
                 has_unversioned=plain,
                 path=stem + PROMPT_SUFFIX,
+                error=error,
             )
         )
     return infos

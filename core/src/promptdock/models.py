@@ -25,6 +25,7 @@ __all__ = [
     "SourceConfig",
     "SourceKind",
     "is_secret_key",
+    "redacted",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -35,8 +36,11 @@ def _empty() -> Mapping[str, Any]:
 
 
 _SECRET_KEY = re.compile(
-    r"(token|secret|password|passwd|api_key|apikey|authorization|credential)", re.I
+    r"(token|secret|password|passwd|apikey|authorization|credential|cookie|(^|[_-])key$)", re.I
 )
+
+MOCK_PREFIX = "mock/"
+"""Models named ``mock/...`` are answered offline by the built-in ``mock`` dispatcher."""
 
 
 def is_secret_key(key: str) -> bool:
@@ -44,8 +48,16 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
-def _redacted(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if is_secret_key(k) and v else v) for k, v in options.items()}
+def redacted(value: Any) -> Any:
+    """``value`` with every secret-looking key's value replaced by ``"***"``, recursively."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("***" if v and isinstance(k, str) and is_secret_key(k) else redacted(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
 
 
 IncludeResolver = Callable[[str], tuple[str, str, Callable[[], bool]]]
@@ -84,7 +96,7 @@ class SourceConfig:
         return isinstance(other, SourceConfig) and self._key == other._key
 
     def __repr__(self) -> str:
-        options = _redacted(self.options)
+        options = redacted(self.options)
         return f"SourceConfig(name={self.name!r}, kind={self.kind!r}, options={options!r})"
 
     def option(self, key: str, default: Any = None) -> Any:
@@ -253,13 +265,14 @@ class RenderedPrompt:
     :ivar messages: ``[{"role": "system", "content": "..."}, ...]``, ready for any
         OpenAI-compatible API.
     :ivar model: the prompt's ``model`` after rendering it as a template, or ``None``.
-    :ivar params: sampling parameters from the frontmatter (``temperature``, ``max_tokens``...).
+    :ivar params: sampling parameters from the frontmatter (``temperature``, ``max_tokens``...),
+        a copy made for this render: changing it does not change the prompt.
     :ivar prompt: the prompt that was rendered.
     """
 
     messages: list[dict[str, Any]]
     model: str | None
-    params: Mapping[str, Any]
+    params: dict[str, Any]
     prompt: PromptFile
 
 
@@ -289,5 +302,5 @@ class CompletionRequest:
     timeout: float | None = None
     mock_response: str | None = None
     provenance: Provenance | None = None
-    extra_headers: Mapping[str, str] = field(default_factory=_empty)
+    extra_headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
     max_retries: int = 2

@@ -23,6 +23,7 @@ prompt listing) do not pay for it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -101,7 +102,17 @@ def render_prompt(
         raise _render_failure(exc, prompt, state) from exc
     if len(text) > options.max_output_chars:
         _check_length(prompt, text, options.max_output_chars)
-    return RenderedPrompt(_split(text), model, prompt.params, prompt)
+    return RenderedPrompt(_split(text), model, _fresh(prompt.params), prompt)
+
+
+def _fresh(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A per-render copy of the prompt's params: callers and dispatchers may change theirs
+    without touching the cached prompt. Nested values (``response_format``, ``tools``) are
+    copied too; scalars, the common case, cost one dict copy."""
+    return {
+        key: copy.deepcopy(value) if isinstance(value, dict | list) else value
+        for key, value in params.items()
+    }
 
 
 def split_messages(text: str) -> list[dict[str, str]]:

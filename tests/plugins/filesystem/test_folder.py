@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,24 +120,36 @@ def test_concurrent_loads_during_edits_never_mix_versions(tmp_path: Path) -> Non
     dock = _dock(tmp_path)
     seen: set[str | None] = set()
     errors: list[BaseException] = []
+    started = threading.Barrier(7)
+    stop = threading.Event()
 
     def reader() -> None:
+        started.wait()
         try:
-            for _ in range(200):
-                seen.add(dock.get_prompt("hello").model)
+            while not stop.is_set():
+                prompt = dock.get_prompt("hello")
+                # model and body come from one file version: never half of each
+                assert prompt.model == prompt.frontmatter["model"]
+                seen.add(prompt.model)
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(6)]
     for thread in threads:
         thread.start()
+    started.wait()  # every reader is running before the first edit
     for model in ("gpt-a", "gpt-b", "gpt-c"):
         tmp = tmp_path / "hello.prompt.tmp"
         tmp.write_text(HELLO.replace("gpt-4", model))
         os.replace(tmp, path)  # atomic, as editors and git checkouts do
+        deadline = time.monotonic() + 5
+        while dock.get_prompt("hello").model != model and time.monotonic() < deadline:
+            time.sleep(0.001)  # each edit is seen before the next one is made
+    stop.set()
     for thread in threads:
         thread.join()
     assert errors == []
+    assert seen
     assert seen <= {"gpt-4", "gpt-a", "gpt-b", "gpt-c"}
     assert dock.get_prompt("hello").model == "gpt-c"
 
@@ -169,3 +182,63 @@ def test_prompt_dir_environment_variable(tmp_path: Path, monkeypatch: pytest.Mon
     )
     assert not isinstance(reply, promptdock.CompletionStream)
     assert "user: Hi" in reply.choices[0].message.content
+
+
+def test_a_file_with_an_unsafe_name_is_listed_with_its_error(tmp_path: Path) -> None:
+    (tmp_path / "hello.prompt").write_text(HELLO)
+    (tmp_path / "50% off.prompt").write_text(HELLO)
+    listing = {info.id: info for info in _dock(tmp_path).list_prompts()}
+    assert listing["hello"].error is None
+    assert listing["50% off"].error is not None
+    assert "refused prompt id" in listing["50% off"].error
+
+
+def test_leading_zero_versions_are_ids_of_their_own(tmp_path: Path) -> None:
+    (tmp_path / "x.v01.prompt").write_text(HELLO.replace("gpt-4", "zero-one"))
+    dock = _dock(tmp_path)
+    assert [(i.id, i.versions) for i in dock.list_prompts()] == [("x.v01", ())]
+    assert dock.get_prompt("x.v01").model == "zero-one"
+    with pytest.raises(PromptNotFoundError):
+        dock.get_prompt("x", version=1)
+
+
+def test_a_linked_folder_inside_the_source_does_not_hide_or_duplicate_prompts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "support").mkdir()
+    (tmp_path / "support" / "triage.prompt").write_text(HELLO)
+    (tmp_path / "aaa").symlink_to(tmp_path / "support", target_is_directory=True)
+    (tmp_path / "zzz").symlink_to(tmp_path / "support", target_is_directory=True)
+    dock = _dock(tmp_path)
+    assert [info.id for info in dock.list_prompts()] == ["support/triage"]
+    assert dock.get_prompt("zzz/triage").model == "gpt-4"  # loading through a link still works
+
+
+def test_concurrent_cold_loads_parse_once(tmp_path: Path, mocker: MockerFixture) -> None:
+    (tmp_path / "hello.prompt").write_text(HELLO)
+    dock = _dock(tmp_path)
+    spy = mocker.spy(folder_module, "parse_prompt")
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def load() -> None:
+        start.wait()
+        results.append(dock.get_prompt("hello"))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert spy.call_count == 1
+    assert len(results) == 8
+    assert all(result is results[0] for result in results)
+
+
+def test_an_include_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "_part.prompt").write_bytes(b"caf\xe9")
+    (tmp_path / "main.prompt").write_text('User: {% include "_part.prompt" %}')
+    with pytest.raises(
+        promptdock.PromptdockError, match=r"_part\.prompt: included file is not valid"
+    ):
+        _dock(tmp_path).render("main")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pluggy
 
+from promptdock import models
 from promptdock.models import CompletionRequest
 from promptdock.response import ModelResponse, ObjectDict, StreamChunk
 
@@ -29,7 +30,7 @@ __all__ = ["MOCK_PREFIX", "adispatch", "dispatch", "echo_text", "mock_chunks", "
 hookimpl = pluggy.HookimplMarker("promptdock")
 """Marks this module's hook implementations (same marker as ``promptdock.hookimpl``)."""
 
-MOCK_PREFIX = "mock/"
+MOCK_PREFIX = models.MOCK_PREFIX
 """Models starting with this are answered offline with an echo of the messages."""
 
 # A random per-process prefix plus a counter: ids stay unique across processes, yet making

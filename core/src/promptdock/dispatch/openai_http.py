@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import pluggy
 
 from promptdock.errors import DispatchError, UpstreamTimeoutError
-from promptdock.models import CompletionRequest
+from promptdock.models import CompletionRequest, is_secret_key
 from promptdock.response import ModelResponse, ObjectDict, StreamChunk
 
 if TYPE_CHECKING:
@@ -169,6 +169,11 @@ class _Call:
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         headers.update(request.extra_headers)
+        secrets += tuple(
+            value
+            for name, value in request.extra_headers.items()
+            if is_secret_key(name) and len(value) >= _MIN_SECRET_LENGTH
+        )
         total = DEFAULT_TIMEOUT if request.timeout is None else float(request.timeout)
         return cls(
             url=f"{api_base}/chat/completions",

@@ -11,10 +11,10 @@ from typing import Any
 import promptdock
 from promptdock import (
     ConfigError,
+    PromptdockError,
     PromptFile,
     PromptInfo,
     PromptNotFoundError,
-    PromptSyntaxError,
     Provenance,
     SourceConfig,
     SourceKind,
@@ -134,10 +134,11 @@ def list_prompts(source: SourceConfig) -> list[PromptInfo] | None:
         return None
     listing = []
     for info in group_prompt_paths(_members(source), source=source.name):
+        error = info.error  # set when the file name is not a valid prompt id
         try:
-            load_prompt(source, info.id, None)
-            error = None
-        except PromptSyntaxError as exc:
+            if error is None:
+                load_prompt(source, info.id, None)
+        except PromptdockError as exc:
             error = str(exc)
         listing.append(
             PromptInfo(info.id, info.source, info.versions, info.has_unversioned, info.path, error)

@@ -338,7 +338,7 @@ class CommitReader:
         self._fetch_many(snap, [self._path(i, v) for i, v in wanted])
         infos = []
         for info in index.values():
-            errors = []
+            errors = [info.error] if info.error else []
             for version in (None, *info.versions) if info.has_unversioned else info.versions:
                 try:
                     self._prompt(snap, False, info.id, version)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from promptdock import (
     ConfigError,
+    PromptdockError,
     PromptFile,
     PromptInfo,
     PromptNotFoundError,
@@ -39,6 +40,21 @@ def _stat_key(path: str) -> _StatKey | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class _Missing(Exception):
+    """No file for ``base`` (``version``): turned into a PromptNotFoundError outside the lock."""
+
+    def __init__(self, base: str, version: int | None) -> None:
+        super().__init__(base)
+        self.base = base
+        self.version = version
+
+
+def _unchanged(entry: _Entry) -> bool:
+    return _stat_key(entry.file) == entry.file_key and (
+        entry.directory_key is None or _stat_key(entry.directory) == entry.directory_key
+    )
 
 
 @dataclass(frozen=True)
@@ -99,17 +115,22 @@ class PromptFolder:
 
     def load(self, prompt_id: str, version: int | None) -> PromptFile:
         """The parsed prompt ``prompt_id`` (version ``version``), re-read only when it changed."""
-        entry = self._cache.get((prompt_id, version))
-        if (
-            entry is not None
-            and _stat_key(entry.file) == entry.file_key
-            and (entry.directory_key is None or _stat_key(entry.directory) == entry.directory_key)
-        ):
+        key = (prompt_id, version)
+        entry = self._cache.get(key)
+        if entry is not None and _unchanged(entry):
             return entry.prompt
         with self._lock:
-            entry = self._load_fresh(prompt_id, version)
-            self._cache[(prompt_id, version)] = entry
-        return entry.prompt
+            entry = self._cache.get(key)
+            if entry is not None and _unchanged(entry):  # loaded by another thread meanwhile
+                return entry.prompt
+            try:
+                entry = self._cache[key] = self._load_fresh(prompt_id, version)
+                return entry.prompt
+            except _Missing as exc:
+                missing = exc
+        # Suggestions walk the whole folder: outside the lock, so unknown ids (which proxy
+        # clients choose) cannot hold up loads of real prompts.
+        raise self._not_found(missing.base, missing.version)
 
     def _load_fresh(self, prompt_id: str, version: int | None) -> _Entry:
         check_prompt_id(prompt_id, source=self.source.name)
@@ -124,7 +145,7 @@ class PromptFolder:
         stem = os.path.basename(base)
         found = self._pick_file(directory, stem, version)
         if found is None:
-            raise self._not_found(base, version)
+            raise _Missing(base, version)
         file_version, path = found
         if version is not None or file_version is None:
             # The file was named exactly: only its own stat can invalidate the choice. A
@@ -132,8 +153,18 @@ class PromptFolder:
             directory_key = None
         real = self._inside(path, prompt_id)
         file_key = _stat_key(real)
-        with open(real, "rb") as handle:
-            data = handle.read()
+        try:
+            with open(real, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:  # deleted since it was picked
+            raise _Missing(base, version) from None
+        except OSError as exc:
+            raise PromptNotFoundError(
+                f"prompt {base!r} of source {self.source.name!r} cannot be read: "
+                f"{self._display(real)}: {exc.strerror}; check the file's permissions",
+                prompt_id=base,
+                source=self.source.name,
+            ) from None
         rel = os.path.relpath(real, self.root).replace(os.sep, "/")
         provenance = Provenance(
             source=self.source.name,
@@ -222,10 +253,18 @@ class PromptFolder:
                 source=self.source.name,
             )
         real = self._inside(path, name)
-        key = _stat_key(real)
-        with open(real, encoding="utf-8") as handle:
-            text = handle.read()
-        return text, self._display(real), lambda: _stat_key(real) == key
+        key = _stat_key(path)  # through a link, so retargeting the link is seen too
+        with open(real, "rb") as handle:
+            data = handle.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptSyntaxError(
+                f"{self._display(real)}: included file is not valid UTF-8 (byte {exc.start}); "
+                f"save it as UTF-8",
+                path=self._display(real),
+            ) from None
+        return text, self._display(real), lambda: _stat_key(path) == key
 
     # -- listing -------------------------------------------------------------------------
 
@@ -234,11 +273,11 @@ class PromptFolder:
         self._check_root()
         infos = []
         for info in self._walk():
-            errors = []
+            errors = [info.error] if info.error else []
             for version in (None, *info.versions) if info.has_unversioned else info.versions:
                 try:
                     self.load(info.id, version)
-                except (PromptSyntaxError, UnicodeDecodeError, OSError) as exc:
+                except (PromptdockError, OSError) as exc:  # listed with its error, not skipped
                     errors.append(str(exc))
             description = None
             if not errors:
@@ -262,7 +301,6 @@ class PromptFolder:
 
     def _files(self) -> Iterator[tuple[str, str]]:
         pending = [""]
-        seen_dirs = {self.root}
         while pending:
             rel_dir = pending.pop()
             try:
@@ -274,10 +312,10 @@ class PromptFolder:
                     continue
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 if entry.is_dir():
-                    real = os.path.realpath(entry.path)
-                    inside = real.startswith(self.root + os.sep)
-                    if inside and real not in seen_dirs:  # links out, and link loops, are skipped
-                        seen_dirs.add(real)
+                    # A linked folder is not walked: a link out of the folder is not part of
+                    # the source, and a link inside it would list its prompts twice (they are
+                    # listed under their real path; loading through the link still works).
+                    if not entry.is_symlink():
                         pending.append(rel)
                 elif entry.is_file():
                     if entry.is_symlink() and not os.path.realpath(entry.path).startswith(
