@@ -791,3 +791,37 @@ def test_changing_a_render_result_never_changes_the_prompt() -> None:
         "temperature": 0.2,
         "response_format": {"type": "json"},
     }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{{ ("%0200000000d" % 1)|length }}',
+        '{{ ("%*d" % (200000000, 1))|length }}',
+        '{{ "x"|center(200000000)|length }}',
+        '{{ "x"|indent(200000000)|length }}',
+        '{{ "x".ljust(200000000)|length }}',
+        '{{ "x".zfill(200000000)|length }}',
+        '{{ "{:>300000000}".format(1)|length }}',
+        '{{ "{0:>300000000}".format_map({})|length }}',
+        '{{ "%200000000s"|format("x")|length }}',
+    ],
+)
+def test_sandbox_refuses_huge_widths_before_building_them(body: str) -> None:
+    with pytest.raises(TemplateSecurityError, match="width of"):
+        render_prompt(PromptFile(id="w", body=body), {}, LENIENT)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{{ "%05d" % 42 }}', "00042"),
+        ('{{ "%*d" % (4, 7) }}', "   7"),
+        ('{{ "{:>4}".format(7) }}', "   7"),
+        ('{{ "ab"|center(6) }}', "  ab"),
+        ("{{ 7 % 3 }}", "1"),
+    ],
+)
+def test_ordinary_widths_still_work(body: str, expected: str) -> None:
+    result = render_prompt(PromptFile(id="w", body=body), {}, LENIENT)
+    assert result.messages[0]["content"] == expected

@@ -61,6 +61,9 @@ _VALUE = "\ue001"  # the start of a printed value: never the start of a role lin
 
 _MAX_REPEAT = 1_000_000  # longest str/list a template may build with `*`
 _MAX_POWER_BITS = 100_000  # largest int a template may build with `**`
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_FORMAT_METHODS = frozenset({"format", "format_map"})
+_WIDTH = re.compile(r"[0-9]{7,}")  # a width or precision of a million or more in a format
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +391,7 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
     class SandboxEnvironment(ImmutableSandboxedEnvironment):
         """The sandbox, stricter: unsafe attributes fail loudly, huge values are refused."""
 
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "%"})
 
         def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
             # The stock sandbox returns an undefined that only fails when used further;
@@ -409,6 +412,12 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
                             f"'*' would build a {type(seq).__name__} of {len(seq) * times} "
                             f"items; the limit is {_MAX_REPEAT}"
                         )
+            elif operator == "%":
+                if isinstance(left, str):
+                    _check_widths(left, "'%' formatting")
+                    if "*" in left:  # "%*d" % (width, value): the width is an argument
+                        values = right if isinstance(right, tuple) else (right,)
+                        _check_sizes(values, {}, "'%' formatting")
             elif (
                 isinstance(left, int)
                 and isinstance(right, int)
@@ -418,6 +427,42 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
             ):
                 raise SecurityError(f"'**' would build an integer over {_MAX_POWER_BITS} bits")
             return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            # Padding methods and format strings take a width: refuse widths that would
+            # build huge strings before they are built.
+            name = getattr(__obj, "__name__", None)
+            if name in _WIDTH_METHODS and isinstance(getattr(__obj, "__self__", None), str):
+                _check_sizes(args, kwargs, f"str.{name}()")
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+            # Jinja wraps str.format when it is looked up; check the format's widths there.
+            f_self = getattr(value, "__self__", None)
+            if isinstance(f_self, str) and getattr(value, "__name__", None) in _FORMAT_METHODS:
+                _check_widths(f_self, "str.format()")
+            return super().wrap_str_format(value)
+
+    def _check_sizes(args: Any, kwargs: Any, what: str) -> None:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and value > _MAX_REPEAT:
+                raise SecurityError(f"{what} with a width of {value}; the limit is {_MAX_REPEAT}")
+
+    def _check_widths(fmt: str, what: str) -> None:
+        for match in _WIDTH.finditer(fmt):
+            if int(match.group()) > _MAX_REPEAT:
+                raise SecurityError(
+                    f"{what} with a width of {match.group()}; the limit is {_MAX_REPEAT}"
+                )
+
+    def _checked_filter(filter_function: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            _check_sizes(args[1:], kwargs, f"the {name!r} filter")
+            if name == "format" and args and isinstance(args[0], str):
+                _check_widths(args[0], "the 'format' filter")
+            return filter_function(*args, **kwargs)
+
+        return checked
 
     class NoSourceLoader(BaseLoader):
         """For prompts parsed from a string: there is nowhere to read an include from."""
@@ -462,6 +507,8 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
             loader=NoSourceLoader() if resolver is None else ResolverLoader(resolver),
         )
         env.filters["json"] = _json_filter
+        for name in ("center", "indent", "format", "wordwrap", "truncate"):
+            env.filters[name] = _checked_filter(env.filters[name], name)
         return env
 
     return make
