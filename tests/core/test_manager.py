@@ -161,3 +161,15 @@ def test_plugin_name_clash_is_a_config_error_and_the_host_stays_usable() -> None
     with pytest.raises(ConfigError, match="cannot register plugin\\(s\\) 'mock'"):
         host.plugins()
     assert {r.name for r in host.plugins()} == {"jinja2", "mock", "openai"}
+
+
+def test_trace_environment_variable_prints_hook_calls(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdock import CompletionRequest
+
+    monkeypatch.setenv("PROMPTDOCK_TRACE_PLUGINS", "1")
+    host = PluginHost(load_entrypoints=False)
+    request = CompletionRequest(model="mock/x", messages=[], mock_response="hi")
+    assert host.first_result("dispatch")(request=request).choices[0].message.content == "hi"
+    assert "dispatch" in capsys.readouterr().err

@@ -12,12 +12,16 @@ Environment variables:
     entry points. Set but empty: load none.
 ``PROMPTDOCK_BLOCK_PLUGINS``
     Comma-separated plugins never to load, built-ins included (``mock``, ``openai``, ``jinja2``).
+``PROMPTDOCK_TRACE_PLUGINS``
+    Set to ``1`` to print every hook call, its arguments and results to stderr (pluggy's
+    tracing; hooks then always go through pluggy, so expect them to be slower).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterable
@@ -77,7 +81,7 @@ class FirstResultCaller:
     registered, the implementations are called in pluggy's order until one returns something
     other than ``None``, exactly as pluggy would. The implementation list is re-read on every
     call (a cheap copy and compare), so plugins registered later are always honoured; with a
-    wrapper present, the call goes through pluggy itself.
+    wrapper present, or with ``PROMPTDOCK_TRACE_PLUGINS=1``, the call goes through pluggy.
     """
 
     __slots__ = ("_hook", "_host", "_name", "_plan")
@@ -91,9 +95,8 @@ class FirstResultCaller:
         # whole, so a thread never pairs a new list with an old plan.
         self._plan: tuple[list[pluggy.HookImpl], _Direct | None] = ([], None)
 
-    @staticmethod
-    def _make_plan(impls: list[pluggy.HookImpl]) -> _Direct | None:
-        if any(impl.wrapper or impl.hookwrapper for impl in impls):
+    def _make_plan(self, impls: list[pluggy.HookImpl]) -> _Direct | None:
+        if self._host.tracing or any(impl.wrapper or impl.hookwrapper for impl in impls):
             return None
         # pluggy calls the last-registered (tryfirst-sorted) implementation first
         return tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
@@ -159,6 +162,7 @@ class PluginHost:
         self._errors: dict[str, PluginLoadError] = {}
         self._dists: dict[str, tuple[str, str]] = {}
         self._kinds: dict[str, SourceKind] | None = None
+        self.tracing = os.environ.get("PROMPTDOCK_TRACE_PLUGINS", "") not in ("", "0")
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -206,6 +210,9 @@ class PluginHost:
                     self._pm.register(importlib.import_module(module), name=name)
             if self._load_entrypoints:
                 self._load_entry_points(blocked)
+            if self.tracing:
+                self._pm.trace.root.setwriter(sys.stderr.write)
+                self._pm.enable_tracing()
             clashes = []
             for name, plugin in self._extra:
                 if self._pm.has_plugin(name) or self._pm.is_registered(plugin):
