@@ -117,3 +117,4 @@ def bench(session: nox.Session) -> None:
     session.install(*_all_packages(), "jinja2")
     session.run("python", "bench/bench_core.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
     session.run("python", "bench/bench_bitbucket.py", *session.posargs)
+    session.run("python", "bench/bench_proxy.py", *session.posargs)

@@ -21,7 +21,7 @@ def core_only() -> None:
     rendered = promptdock.parse_prompt(PROMPT, name="q").render({"question": "Why?"})
     assert rendered.messages[1] == {"role": "user", "content": "Why?"}, rendered.messages
     names = {record.name for record in promptdock.PromptDock().plugin_host.plugins()}
-    assert names == {"jinja2", "mock", "openai"}, names
+    assert names == {"jinja2", "mock", "openai", "openai-async"}, names
     dock = promptdock.PromptDock(prompt_directory=".")
     try:
         dock.get_prompt("q")

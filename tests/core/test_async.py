@@ -113,6 +113,29 @@ def test_async_errors_are_the_same_types() -> None:
         return await _dock().acompletion("gpt-4", [{"role": "user", "content": "x"}])
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROMPTDOCK_BLOCK_PLUGINS", "mock,openai")
+        mp.setenv("PROMPTDOCK_BLOCK_PLUGINS", "mock,openai,openai-async")
         with pytest.raises(DispatchError, match="no dispatcher accepted"):
             asyncio.run(no_dispatcher())
+
+
+def test_a_sync_only_dispatch_plugin_keeps_its_place_on_the_async_path() -> None:
+    class SyncFirst:
+        @hookimpl(tryfirst=True)
+        def dispatch(self, request: CompletionRequest) -> ModelResponse | None:
+            if request.model != "special":
+                return None
+            return ModelResponse.from_text("from the sync plugin", model=request.model)
+
+    dock = _dock(("sync-first", SyncFirst()))
+    assert dock.plugin_host.sync_only_dispatch() is True
+    special = asyncio.run(dock.acompletion("special", [{"role": "user", "content": "x"}]))
+    mocked = asyncio.run(
+        dock.acompletion(
+            "mem/gpt-4", prompt_id="hello", prompt_variables={"q": "x"}, mock_response="m"
+        )
+    )
+    assert isinstance(special, ModelResponse)
+    assert isinstance(mocked, ModelResponse)
+    assert special.choices[0].message.content == "from the sync plugin"
+    assert mocked.choices[0].message.content == "m"
+    assert _dock().plugin_host.sync_only_dispatch() is False  # built-ins alone: async path

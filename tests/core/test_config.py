@@ -10,6 +10,7 @@ import pytest
 from promptdock import ConfigError, PromptDock, SourceConfig
 from promptdock.config import (
     Deployment,
+    TeamKey,
     UnresolvedEnv,
     load_config,
     missing_env,
@@ -477,3 +478,162 @@ model_list:
     assert (
         config.line_of("model_list[0].litellm_params.model") == 6
     )  # merged keys: their mapping's line
+
+
+# -- proxy settings: team keys, webhook secret, limits ---------------------------------------
+
+TEAM_CONFIG = """\
+model_list:
+  - model_name: triage
+    litellm_params: {model: team-a/gpt-4o, prompt_id: support/triage}
+  - model_name: support-chat
+    litellm_params: {model: openai/gpt-4o-mini}
+  - model_name: triage
+    litellm_params: {model: team-b/gpt-4o, prompt_id: support/triage}
+litellm_settings:
+  request_timeout: 30
+general_settings:
+  master_key: os.environ/PROXY_MASTER
+  bitbucket_webhook_secret: os.environ/PROXY_HOOK_SECRET
+  max_request_size_mb: 0.5
+keys:
+  - key: os.environ/PROXY_TEAM_A
+    team: a
+    models: [triage, "support-*"]
+    prompts: ["support/*"]
+    key_alias: for-humans
+  - key: team-b-key-literal
+"""
+
+
+@pytest.fixture
+def team_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_MASTER", "sk-master-0123456789")
+    monkeypatch.setenv("PROXY_HOOK_SECRET", "hook-secret-0123456789")
+    monkeypatch.setenv("PROXY_TEAM_A", "sk-team-a-0123456789")
+
+
+def test_team_keys_webhook_secret_and_limits(tmp_path: Path, team_env: None) -> None:
+    config = load_config(_write(tmp_path, TEAM_CONFIG))
+
+    assert config.team_keys == (
+        TeamKey(
+            "sk-team-a-0123456789",
+            "a",
+            models=("triage", "support-*"),
+            prompts=("support/*",),
+            path="keys[0]",
+        ),
+        TeamKey("team-b-key-literal", "keys[1]", path="keys[1]"),
+    )
+    assert config.webhook_secret == "hook-secret-0123456789"
+    assert config.request_timeout == 30.0
+    assert config.max_request_size_mb == 0.5
+    assert config.unused_keys == ("keys[0].key_alias",)
+    assert config.line_of("keys[0].prompts") == 18
+
+
+def test_secrets_of_keys_and_webhook_are_not_in_reprs(tmp_path: Path, team_env: None) -> None:
+    config = load_config(_write(tmp_path, TEAM_CONFIG))
+
+    text = repr(config)
+    for secret in ("sk-master-0123456789", "hook-secret-0123456789", "sk-team-a-0123456789"):
+        assert secret not in text
+    assert "team='a'" in text
+
+
+def test_deployment_index_groups_model_names_in_file_order(tmp_path: Path, team_env: None) -> None:
+    config = load_config(_write(tmp_path, TEAM_CONFIG))
+
+    assert config.model_names == ("triage", "support-chat")
+    triage = config.deployments_named("triage")
+    assert [d.model for d in triage] == ["team-a/gpt-4o", "team-b/gpt-4o"]
+    assert config.deployment_index["support-chat"] == (config.deployments[1],)
+    assert config.deployments_named("nothing") == ()
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "line", "problem"),
+    [
+        ("keys: {key: x}\n", "keys", 3, "must be a list of {key: ..., team: ..., models: [...]}"),
+        ("keys:\n  - team: a\n", "keys[0].key", 4, "must be a non-empty string, got nothing"),
+        (
+            "keys:\n  - key: sk-one-0123456789\n  - key: sk-one-0123456789\n",
+            "keys[1].key",
+            5,
+            "is the same key as keys[0].key: give every team its own key",
+        ),
+        (
+            "keys:\n  - key: sk-master-0123456789\n",
+            "keys[0].key",
+            4,
+            "is the same key as general_settings.master_key: give every team its own key",
+        ),
+        (
+            "keys:\n  - key: k-0123456789\n    models: []\n",
+            "keys[0].models",
+            5,
+            "is empty: list at least one model, or leave the key out to allow every model",
+        ),
+        (
+            "keys:\n  - key: k-0123456789\n    models: [plain, trige]\n",
+            "keys[0].models[1]",
+            5,
+            "no model_list entry is named 'trige' (model_name values: plain); fix the name "
+            "or use a glob such as 'support-*'",
+        ),
+        (
+            "keys:\n  - key: k-0123456789\n    prompts: {a: 1}\n",
+            "keys[0].prompts",
+            5,
+            "must be a list of prompt id names or globs, got a mapping",
+        ),
+    ],
+)
+def test_team_key_errors_name_key_and_line(
+    tmp_path: Path, keys: str, key: str, line: int, problem: str
+) -> None:
+    text = (
+        "general_settings: {master_key: sk-master-0123456789}\n"
+        "model_list: [{model_name: plain, litellm_params: {model: gpt-4o}}]\n" + keys
+    )
+    path = _write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.key == key
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: {key}: {problem}")
+    assert "sk-one-0123456789" not in message
+    assert "sk-master-0123456789" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("litellm_settings: {request_timeout: 0}\n", "litellm_settings.request_timeout"),
+        ("litellm_settings: {request_timeout: soon}\n", "litellm_settings.request_timeout"),
+        (
+            "general_settings: {max_request_size_mb: -1}\n",
+            "general_settings.max_request_size_mb",
+        ),
+    ],
+)
+def test_limits_must_be_positive_numbers(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"{path}:1: {key}: must be a positive number, got a ")
+
+
+def test_limits_given_as_strings_are_numbers(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "litellm_settings: {request_timeout: '2.5'}\n"))
+
+    assert config.request_timeout == 2.5
+    assert config.max_request_size_mb is None
+    assert config.team_keys == ()
+    assert config.webhook_secret is None

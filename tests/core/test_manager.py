@@ -12,15 +12,21 @@ from promptdock import ConfigError, PluginLoadError, SourceKind, hookimpl
 from promptdock._manager import PluginHost
 
 
-class FakeDistribution:
-    """Just enough of ``importlib.metadata.Distribution`` for the loader."""
+class FakeDistribution(metadata.Distribution):
+    """An installed distribution that exists only in memory: metadata and entry points."""
 
     def __init__(self, name: str, version: str, entry_points: list[tuple[str, str]]) -> None:
-        self.metadata = {"Name": name}
-        self.version = version
-        self.entry_points = [
-            metadata.EntryPoint(ep_name, value, "promptdock") for ep_name, value in entry_points
-        ]
+        lines = "".join(f"{ep_name} = {value}\n" for ep_name, value in entry_points)
+        self._files = {
+            "METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            "entry_points.txt": f"[promptdock]\n{lines}" if entry_points else "",
+        }
+
+    def read_text(self, filename: str) -> str | None:
+        return self._files.get(filename)
+
+    def locate_file(self, path: Any) -> Any:
+        raise FileNotFoundError(path)
 
 
 @pytest.fixture
@@ -43,7 +49,7 @@ def fake_distributions(monkeypatch: pytest.MonkeyPatch) -> list[FakeDistribution
 def test_builtins_are_registered_like_any_plugin() -> None:
     host = PluginHost(load_entrypoints=False)
     builtins = {r.name: r for r in host.plugins() if r.builtin}
-    assert set(builtins) == {"jinja2", "mock", "openai"}
+    assert set(builtins) == {"jinja2", "mock", "openai", "openai-async"}
     assert builtins["jinja2"].hooks == ("render",)
     assert builtins["mock"].hooks == ("adispatch", "dispatch")
 
@@ -88,7 +94,7 @@ def test_empty_allow_list_loads_no_entry_points(
 ) -> None:
     monkeypatch.setenv("PROMPTDOCK_LOAD_PLUGINS", "")
     names = {r.name for r in PluginHost().plugins()}
-    assert names == {"jinja2", "mock", "openai"}
+    assert names == {"jinja2", "mock", "openai", "openai-async"}
 
 
 def test_block_list_environment_variable(
@@ -96,7 +102,7 @@ def test_block_list_environment_variable(
 ) -> None:
     monkeypatch.setenv("PROMPTDOCK_BLOCK_PLUGINS", "broken, mock")
     names = {r.name for r in PluginHost().plugins()}
-    assert names == {"jinja2", "openai", "memory"}
+    assert names == {"jinja2", "openai", "openai-async", "memory"}
 
 
 def test_missing_first_party_kind_says_what_to_install() -> None:
@@ -160,7 +166,7 @@ def test_plugin_name_clash_is_a_config_error_and_the_host_stays_usable() -> None
     host = PluginHost(load_entrypoints=False, plugins=[("mock", Impostor())])
     with pytest.raises(ConfigError, match="cannot register plugin\\(s\\) 'mock'"):
         host.plugins()
-    assert {r.name for r in host.plugins()} == {"jinja2", "mock", "openai"}
+    assert {r.name for r in host.plugins()} == {"jinja2", "mock", "openai", "openai-async"}
 
 
 def test_trace_environment_variable_prints_hook_calls(

@@ -443,12 +443,14 @@ class PromptDock:
 
         The ``adispatch`` hook answers first; when no implementation answers (or an
         ``async def`` implementation resolves to ``None``), the ``dispatch`` hook runs in a
-        worker thread. A plugin that overrides or wraps ``dispatch`` should therefore implement
-        ``adispatch`` too, or its override only applies to sync calls.
+        worker thread. When a third-party plugin implements or wraps ``dispatch`` without
+        implementing ``adispatch``, every async call goes through the sync hook in a thread,
+        so that plugin keeps its place in front of the built-ins (implement ``adispatch`` too
+        to avoid the thread).
         """
         import asyncio
 
-        pending = self._adispatch(request=request)
+        pending = None if self._host.sync_only_dispatch() else self._adispatch(request=request)
         result: Any = None if pending is None else await pending
         if result is None:  # no async dispatcher (or an `async def` one that passed)
             result = await asyncio.to_thread(self._dispatch, request=request)
@@ -465,8 +467,8 @@ class PromptDock:
 
 def _no_dispatcher(request: CompletionRequest) -> DispatchError:
     return DispatchError(
-        f"no dispatcher accepted model {request.model!r}: are the built-in 'openai' and "
-        f"'mock' plugins blocked (PROMPTDOCK_BLOCK_PLUGINS)?"
+        f"no dispatcher accepted model {request.model!r}: are the built-in 'openai', "
+        f"'openai-async' and 'mock' plugins blocked (PROMPTDOCK_BLOCK_PLUGINS)?"
     )
 
 

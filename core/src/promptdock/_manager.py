@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("jinja2", "promptdock.rendering"),
     ("mock", "promptdock.dispatch.mock"),
     ("openai", "promptdock.dispatch.openai_http"),
+    ("openai-async", "promptdock.dispatch.openai_aiohttp"),
 )
 """``(name, module)`` of the built-in plugins, registered like any other."""
 
@@ -163,6 +164,7 @@ class PluginHost:
         self._dists: dict[str, tuple[str, str]] = {}
         self._kinds: dict[str, SourceKind] | None = None
         self.tracing = os.environ.get("PROMPTDOCK_TRACE_PLUGINS", "") not in ("", "0")
+        self._sync_only: tuple[tuple[list[Any], list[Any]], bool] | None = None
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -181,6 +183,27 @@ class PluginHost:
         """Plugins that failed to load, by name."""
         self.pm  # noqa: B018 - loading is the point
         return dict(self._errors)
+
+    def sync_only_dispatch(self) -> bool:
+        """Whether a non-built-in plugin implements (or wraps) ``dispatch`` but not ``adispatch``.
+
+        Async calls then go through the sync ``dispatch`` hook in a worker thread, so such a
+        plugin keeps its place in front of the built-in dispatchers on every path.
+        """
+        pm = self.pm
+        sync = pm.hook.dispatch.get_hookimpls()
+        asynchronous = pm.hook.adispatch.get_hookimpls()
+        key = (sync, asynchronous)
+        cached = self._sync_only
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        builtin = {name for name, _ in DEFAULT_PLUGINS}
+        has_async = {impl.plugin_name for impl in asynchronous}
+        answer = any(
+            impl.plugin_name not in builtin and impl.plugin_name not in has_async for impl in sync
+        )
+        self._sync_only = (key, answer)
+        return answer
 
     def first_result(self, hook_name: str) -> FirstResultCaller:
         """A fast caller for a ``firstresult`` hook (same semantics as ``hook.<name>(...)``)."""
@@ -236,18 +259,18 @@ class PluginHost:
         from importlib import metadata  # ~50 ms: only when plugins are actually loaded
 
         allowed = _env_list("PROMPTDOCK_LOAD_PLUGINS")
-        for dist in metadata.distributions():
-            dist_name = dist.metadata["Name"] or "?"
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP:
-                    continue
-                if ep.name in blocked or dist_name in blocked:
-                    continue
-                if allowed is not None and ep.name not in allowed and dist_name not in allowed:
-                    continue
-                if self._pm.has_plugin(ep.name) or ep.name in self._errors:
-                    continue
-                self._load_one(ep, dist_name, dist.version)
+        # Only distributions that declare our group have their metadata parsed.
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            dist_name = (dist.metadata["Name"] if dist is not None else None) or "?"
+            version = dist.version if dist is not None else "?"
+            if ep.name in blocked or dist_name in blocked:
+                continue
+            if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                continue
+            if self._pm.has_plugin(ep.name) or ep.name in self._errors:
+                continue
+            self._load_one(ep, dist_name, version)
 
     def _load_one(self, ep: EntryPoint, dist_name: str, dist_version: str) -> None:
         try:

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import click
 
@@ -924,6 +924,81 @@ def plugins_command(as_json: bool) -> None:
     origin_width = max((len(row[1]) for row in rows), default=0)
     for name, origin, detail in rows:
         click.echo(f"{name:<{name_width}}  {origin:<{origin_width}}  {detail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+@main.command("serve", short_help="Run the OpenAI-compatible proxy.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="The proxy's config.yaml (defaults to the global --config).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=4000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each with its own connections and caches.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--access-log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One key=value line or one JSON object per request, on stdout.",
+)
+@click.pass_obj
+def serve_command(
+    session: _Session,
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log_format: str,
+) -> None:
+    """Serve the prompts of a LiteLLM-style config.yaml over an OpenAI-compatible API.
+
+    Stops on Ctrl+C or SIGTERM after in-flight requests finish. Needs the [proxy] extra.
+    """
+    from promptdock.config import load_config
+
+    path = config_path or session.config_path
+    if path is None:
+        raise click.UsageError("pass --config config.yaml: the proxy serves a config file")
+    config = load_config(path)
+    # Imported after the config is read, so a config error is reported without the
+    # server stack (and its import time).
+    from promptdock.proxy.server import build_app, serve
+
+    log_format: Literal["text", "json"] = "json" if access_log_format == "json" else "text"
+    app = build_app(config, host, log_format)
+    for notice in [config.unused_keys_warning(), *app.warnings]:
+        if notice is not None:
+            click.echo(f"warning: {_one_line(notice)}", err=True)
+    serve(
+        app,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log_format=log_format,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m promptdock.cli`

@@ -14,10 +14,18 @@ What promptdock understands::
     litellm_settings:
       global_prompt_directory: ./prompts   # -> filesystem source "dotprompt"
       global_bitbucket_config: {...}       # -> bitbucket source "bitbucket" (options as given)
+      request_timeout: 600                 # seconds to wait for an upstream (default 600)
     general_settings:
       master_key: sk-1234
+      max_request_size_mb: 1               # larger request bodies get HTTP 413
+      bitbucket_webhook_secret: os.environ/BITBUCKET_WEBHOOK_SECRET
     sources:                          # promptdock extension: more named sources
       team-a: {kind: bitbucket, workspace: acme, repository: prompts}
+    keys:                             # promptdock extension: team keys -> ProxyConfig.team_keys
+      - key: os.environ/TEAM_A_KEY
+        team: a
+        models: [triage, "support-*"]     # model_name globs (default: every model)
+        prompts: ["support/*"]            # prompt id globs (default: every prompt)
 
 Relative folder paths (``global_prompt_directory``, and ``path`` of ``filesystem`` sources)
 are resolved against the folder holding the config file, not the working directory, so a
@@ -35,6 +43,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +59,7 @@ __all__ = [
     "REQUEST_PARAMS",
     "Deployment",
     "ProxyConfig",
+    "TeamKey",
     "UnresolvedEnv",
     "load_config",
     "missing_env",
@@ -100,7 +110,10 @@ REQUEST_PARAMS = frozenset(
 """``litellm_params`` keys passed on as request parameters; other unknown keys are unused."""
 
 _DEPLOYMENT_FIELDS = frozenset({"model", "prompt_id", "prompt_version", "api_key", "api_base"})
-_KNOWN_TOP = ("model_list", "litellm_settings", "general_settings", "sources")
+_KNOWN_TOP = ("model_list", "litellm_settings", "general_settings", "sources", "keys")
+_KNOWN_GENERAL = ("master_key", "max_request_size_mb", "bitbucket_webhook_secret")
+_KNOWN_KEY_FIELDS = ("key", "team", "models", "prompts")
+_GLOB_CHARS = frozenset("*?[")
 FILESYSTEM_KINDS = frozenset({"filesystem", "dotprompt"})
 """Source kinds whose ``path`` option is a folder (resolved against the config's folder)."""
 
@@ -186,6 +199,24 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class TeamKey:
+    """One ``keys:`` entry: an API key of a team, limited to some models and prompts.
+
+    :ivar key: the key clients send as ``Authorization: Bearer <key>`` (hidden from ``repr``).
+    :ivar team: the team's name, for messages and the access log.
+    :ivar models: ``model_name`` globs (``fnmatch``) the key may call; ``None`` for every model.
+    :ivar prompts: prompt id globs (``"support/*"``) the key may use; ``None`` for every prompt.
+    :ivar path: the entry's key path (``"keys[0]"``), for messages.
+    """
+
+    key: str = field(repr=False)
+    team: str
+    models: tuple[str, ...] | None = None
+    prompts: tuple[str, ...] | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     """A loaded ``config.yaml``. Build it with :func:`load_config`.
 
@@ -197,6 +228,13 @@ class ProxyConfig:
     :ivar unresolved_env: ``(key path, variable)`` of every unset ``os.environ/`` reference
         (only when loaded with ``resolve_env=False``).
     :ivar key_lines: 1-based line of each key path in the file.
+    :ivar team_keys: the ``keys:`` entries (promptdock's extension), in file order.
+    :ivar webhook_secret: ``general_settings.bitbucket_webhook_secret``, the secret Bitbucket
+        signs push webhooks with (hidden from ``repr``).
+    :ivar request_timeout: ``litellm_settings.request_timeout``: seconds to wait for an
+        upstream when a deployment sets no ``timeout``.
+    :ivar max_request_size_mb: ``general_settings.max_request_size_mb``: the largest request
+        body the proxy accepts, in MiB.
     """
 
     path: str
@@ -206,6 +244,10 @@ class ProxyConfig:
     unused_keys: tuple[str, ...] = ()
     unresolved_env: tuple[tuple[str, str], ...] = ()
     key_lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    team_keys: tuple[TeamKey, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    request_timeout: float | None = None
+    max_request_size_mb: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source_configs", MappingProxyType(dict(self.source_configs)))
@@ -227,7 +269,20 @@ class ProxyConfig:
 
     def deployments_named(self, model_name: str) -> tuple[Deployment, ...]:
         """The deployments clients reach with ``model=model_name`` (several: load balancing)."""
-        return tuple(d for d in self.deployments if d.model_name == model_name)
+        return self.deployment_index.get(model_name, ())
+
+    @cached_property
+    def deployment_index(self) -> Mapping[str, tuple[Deployment, ...]]:
+        """Every ``model_name`` mapped to its deployments in file order, built once."""
+        index: dict[str, list[Deployment]] = {}
+        for deployment in self.deployments:
+            index.setdefault(deployment.model_name, []).append(deployment)
+        return MappingProxyType({name: tuple(found) for name, found in index.items()})
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The distinct ``model_name`` values, in file order."""
+        return tuple(self.deployment_index)
 
     def unused_keys_warning(self) -> str | None:
         """A one-line warning listing :attr:`unused_keys`, or ``None`` when there are none."""
@@ -422,8 +477,19 @@ def load_config(path: str | os.PathLike[str], *, resolve_env: bool = True) -> Pr
     deployments = _deployments(reader, root.get("model_list"))
     sources = _sources(reader, root, base_dir)
     general = reader.mapping(root.get("general_settings"), "general_settings", "settings")
-    reader.unused_under(general, "general_settings", ("master_key",))
+    reader.unused_under(general, "general_settings", _KNOWN_GENERAL)
     master_key = reader.optional_string(general.get("master_key"), "general_settings.master_key")
+    settings = reader.mapping(root.get("litellm_settings"), "litellm_settings", "settings")
+    team_keys = _team_keys(reader, root.get("keys"), master_key, deployments)
+    webhook_secret = reader.optional_string(
+        general.get("bitbucket_webhook_secret"), "general_settings.bitbucket_webhook_secret"
+    )
+    request_timeout = _positive(
+        reader, settings.get("request_timeout"), "litellm_settings.request_timeout"
+    )
+    max_request_size_mb = _positive(
+        reader, general.get("max_request_size_mb"), "general_settings.max_request_size_mb"
+    )
     return ProxyConfig(
         path=display,
         deployments=deployments,
@@ -432,6 +498,10 @@ def load_config(path: str | os.PathLike[str], *, resolve_env: bool = True) -> Pr
         unused_keys=tuple(reader.unused),
         unresolved_env=tuple(reader.unresolved),
         key_lines=reader.lines,
+        team_keys=team_keys,
+        webhook_secret=webhook_secret,
+        request_timeout=request_timeout,
+        max_request_size_mb=max_request_size_mb,
     )
 
 
@@ -487,6 +557,71 @@ def _deployment(reader: _Reader, entry: Any, key: str) -> Deployment:
     )
 
 
+def _positive(reader: _Reader, value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise reader.fail(key, f"must be a positive number, got {_kind(value)}")
+    return float(value)
+
+
+def _team_keys(
+    reader: _Reader, entries: Any, master_key: str | None, deployments: tuple[Deployment, ...]
+) -> tuple[TeamKey, ...]:
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise reader.fail(
+            "keys",
+            f"must be a list of {{key: ..., team: ..., models: [...]}}, got {_kind(entries)}",
+        )
+    names = {d.model_name for d in deployments}
+    seen: dict[str, str] = {} if master_key is None else {master_key: "general_settings.master_key"}
+    found: list[TeamKey] = []
+    for index, entry in enumerate(entries):
+        path = f"keys[{index}]"
+        entry = reader.mapping(entry, path, "key, team, models and prompts")
+        reader.unused_under(entry, path, _KNOWN_KEY_FIELDS)
+        key = reader.string(entry.get("key"), f"{path}.key")
+        if key in seen:
+            # Never the key itself in the message: name where the two copies are.
+            raise reader.fail(
+                f"{path}.key",
+                f"is the same key as {seen[key]}: give every team its own key",
+            )
+        seen[key] = f"{path}.key"
+        team = reader.optional_string(entry.get("team"), f"{path}.team") or path
+        models = _globs(reader, entry.get("models"), f"{path}.models", "model")
+        for position, model in enumerate(models or ()):
+            if _GLOB_CHARS.isdisjoint(model) and model not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise reader.fail(
+                    f"{path}.models[{position}]",
+                    f"no model_list entry is named {model!r} (model_name values: {known}); "
+                    f"fix the name or use a glob such as 'support-*'",
+                )
+        prompts = _globs(reader, entry.get("prompts"), f"{path}.prompts", "prompt id")
+        found.append(TeamKey(key, team, models, prompts, path))
+    return tuple(found)
+
+
+def _globs(reader: _Reader, value: Any, key: str, what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise reader.fail(key, f"must be a list of {what} names or globs, got {_kind(value)}")
+    if not value:
+        raise reader.fail(
+            key, f"is empty: list at least one {what}, or leave the key out to allow every {what}"
+        )
+    return tuple(reader.string(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+
 def _version(reader: _Reader, value: Any, key: str) -> int | None:
     if value is None:
         return None
@@ -499,7 +634,7 @@ def _version(reader: _Reader, value: Any, key: str) -> int | None:
 
 def _sources(reader: _Reader, root: Mapping[str, Any], base_dir: str) -> dict[str, SourceConfig]:
     settings = reader.mapping(root.get("litellm_settings"), "litellm_settings", "settings")
-    known = ("global_prompt_directory", "global_bitbucket_config")
+    known = ("global_prompt_directory", "global_bitbucket_config", "request_timeout")
     reader.unused_under(settings, "litellm_settings", known)
     sources: dict[str, SourceConfig] = {}
     origin: dict[str, str] = {}

@@ -1,0 +1,190 @@
+"""The app's start-up, its factory for worker processes, and the server's settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from promptdock import ConfigError
+from promptdock.config import load_config
+from promptdock.proxy.access_log import AccessLog
+from promptdock.proxy.app import ProxyApp
+from promptdock.proxy.asgi import Exchange
+from promptdock.proxy.server import CONFIG_ENV, FORMAT_ENV, build_app, create_app, log_config
+from tests.proxy.conftest import CONFIG, RunningProxy, ServeConfig, config_text, write_prompts
+from tests.support.openai_server import OpenAIServer
+
+
+def test_building_the_app_reads_no_prompt(tmp_path: Path, upstream: OpenAIServer) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(upstream))  # its prompt folder does not even exist
+
+    app = ProxyApp(load_config(path))
+
+    assert app.warnings == []
+    assert list(app.routes.routes) == [
+        "my-dotprompt-model",
+        "support-bot",
+        "any-prompt",
+        "gpt-4o-plain",
+    ]
+    plain = app.routes.routes["gpt-4o-plain"].targets[0]
+    assert (plain.source, plain.model, plain.inline) == (None, "gpt-4o", True)
+    hello = app.routes.routes["my-dotprompt-model"].targets[0]
+    assert (hello.source, hello.model, hello.inline) == ("dotprompt", "dotprompt/gpt-4", True)
+    assert hello.options["timeout"] == 5.0  # litellm_settings.request_timeout
+
+
+def test_warm_loads_the_local_deployment_prompts(
+    tmp_path: Path, upstream: OpenAIServer, prompts_folder: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(upstream))
+    (prompts_folder / "hello.prompt").unlink()  # a broken deployment is left to requests
+
+    assert ProxyApp(load_config(path)).warm() == ["support/triage"]
+
+
+def test_warming_starts_with_the_first_request(proxy: RunningProxy) -> None:
+    before = proxy.app._warming
+
+    proxy.request("GET", "/health/liveliness", key=None)
+
+    assert before is None
+    warming = proxy.app._warming
+    assert warming is not None
+    deadline = time.monotonic() + 10
+    while not warming.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert warming.result() == ["hello", "support/triage"]
+
+
+def test_several_deployments_of_one_model_take_turns(
+    serve_config: ServeConfig, upstream: OpenAIServer
+) -> None:
+    twice = CONFIG.replace(
+        "  - model_name: support-bot\n",
+        "  - model_name: gpt-4o-plain\n    litellm_params:\n      model: gpt-4o-mini\n"
+        "      api_key: {upstream_key}\n      api_base: {upstream}\n"
+        "  - model_name: support-bot\n",
+    )
+    proxy = serve_config(config_text(upstream, twice))
+
+    for _ in range(4):
+        proxy.chat({"model": "gpt-4o-plain", "messages": [{"role": "user", "content": "x"}]})
+
+    assert [r.body["model"] for r in upstream.requests] == [
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4o",
+    ]
+
+
+def test_worker_factory_reads_the_environment(
+    tmp_path: Path, upstream: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_prompts(tmp_path / "prompts")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(upstream))
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    monkeypatch.setenv(FORMAT_ENV, "json")
+
+    app = create_app()
+
+    assert app.config.path == str(path)
+    assert app.access_log.format == "json"
+
+
+def test_worker_factory_without_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+
+    with pytest.raises(ConfigError) as caught:
+        create_app()
+
+    assert str(caught.value) == (
+        "PROMPTDOCK_PROXY_CONFIG is not set: start the proxy with 'promptdock serve --config FILE'"
+    )
+
+
+def test_missing_extra_is_a_clear_error(
+    tmp_path: Path, upstream: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(upstream))
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+
+    with pytest.raises(ConfigError) as caught:
+        build_app(load_config(path))
+
+    assert str(caught.value) == (
+        "the proxy needs the [proxy] extra (aiohttp is missing): pip install 'promptdock[proxy]'"
+    )
+
+
+def test_log_config_sends_access_lines_to_stdout() -> None:
+    config = log_config("warning")
+
+    access = config["loggers"]["promptdock.proxy.access"]
+    assert access["handlers"] == ["stdout"]
+    assert access["level"] == "WARNING"
+    assert config["handlers"]["stdout"]["stream"] == "ext://sys.stdout"
+    assert log_config("debug")["loggers"]["promptdock.proxy.access"]["level"] == "INFO"
+
+
+def _exchange(**fields: object) -> Exchange:
+    scope = {"method": "POST", "path": "/v1/chat/completions", "client": ("127.0.0.1", 5000)}
+    exchange = Exchange(scope, None, None, time.perf_counter())  # type: ignore[arg-type]
+    for name, value in fields.items():
+        setattr(exchange, name, value)
+    return exchange
+
+
+def test_access_line_quotes_what_needs_quotes(caplog: pytest.LogCaptureFixture) -> None:
+    exchange = _exchange(status=200, model='my "model" = x', prompt_id="support/triage")
+
+    with caplog.at_level(logging.INFO, logger="promptdock.proxy.access"):
+        AccessLog().record(exchange)
+
+    (record,) = caplog.records
+    line = record.getMessage()
+    assert line.startswith(
+        'method=POST path=/v1/chat/completions status=200 model="my \\"model\\" = x" team=- '
+        "prompt_id=support/triage version=- source=- sha=- stream=false client=127.0.0.1:5000 "
+        "latency_ms="
+    )
+
+
+def test_access_line_as_json(caplog: pytest.LogCaptureFixture) -> None:
+    exchange = _exchange(status=503, model="m", team="a", stream=True)
+
+    with caplog.at_level(logging.INFO, logger="promptdock.proxy.access"):
+        AccessLog("json").record(exchange)
+
+    (record,) = caplog.records
+    fields = json.loads(record.getMessage())
+    assert fields == {**record.access, "latency_ms": fields["latency_ms"]}  # type: ignore[attr-defined]
+    assert (fields["status"], fields["team"], fields["stream"]) == (503, "a", True)
+
+
+def test_access_log_costs_nothing_when_off(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="promptdock.proxy.access"):
+        AccessLog().record(_exchange(status=200))
+
+    assert caplog.records == []
+
+
+def test_readiness_of_a_kind_whose_plugin_reports_nothing(serve_config: ServeConfig) -> None:
+    from tests.proxy.test_errors import FAILING, FailingSource
+
+    proxy = serve_config(FAILING, plugins=[("failing", FailingSource())])
+
+    report = proxy.request("GET", "/health/readiness", key=None).json()
+
+    assert report["status"] == "unknown"
+    assert report["sources"]["down"] == {"kind": "failing", "ready": None, "state": "unknown"}
