@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from promptdock.cli import Finding, main
+from promptdock.cli import main
+from promptdock.errors import ConfigError
+from promptdock.lint import Finding, check_files
 from tests.support.openai_server import OpenAIServer
 
 HELLO = """\
@@ -355,7 +357,51 @@ def test_run_without_any_model_is_a_usage_error(workdir: Path) -> None:
     result = invoke("run", "support/no_model")
 
     assert result.exit_code == 2
-    assert "names no model: pass --model" in result.stderr
+    assert "prompt 'support/no_model' names no model: pass --model, e.g. --model gpt-4o-mini" in (
+        result.stderr
+    )
+
+
+PICKER = """\
+---
+model: "{{ preferred_model }}"
+temperature: 0.5
+---
+User: {{ question }}
+"""
+
+
+def test_run_sends_the_rendered_model_of_a_templated_one(workdir: Path) -> None:
+    _write(workdir / "prompts", {"picker.prompt": PICKER})
+    question = ("--var", "question=Why?")
+    with OpenAIServer() as server:
+        base = ("--api-base", server.base_url)
+        chosen = invoke("run", "picker", *question, "--var", "preferred_model=gpt-x", *base)
+        fallback = invoke(
+            "run", "picker", *question, "--var", "preferred_model=", "--model", "m2", *base
+        )
+        sent = [request.body["model"] for request in server.requests]
+
+    assert chosen.exit_code == 0, chosen.output
+    assert fallback.exit_code == 0, fallback.output
+    assert sent == ["gpt-x", "m2"]  # never the template text '{{ preferred_model }}'
+
+
+def test_run_templated_model_that_renders_empty(workdir: Path) -> None:
+    _write(workdir / "prompts", {"picker.prompt": PICKER})
+
+    offline = invoke(
+        "run", "picker", "--var", "preferred_model=", "--var", "question=q", "--mock", "ok"
+    )
+    failing = invoke("run", "picker", "--var", "preferred_model=", "--var", "question=q")
+
+    assert offline.exit_code == 0, offline.output
+    assert offline.stdout == "ok\n"
+    assert failing.exit_code == 2
+    assert (
+        "prompt 'picker' names no model: its model '{{ preferred_model }}' rendered empty; "
+        "set the variables it uses, or pass --model, e.g. --model gpt-4o-mini" in failing.stderr
+    )
 
 
 def test_run_api_key_env_must_be_set(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,6 +431,113 @@ def test_run_upstream_failure_is_one_line(workdir: Path) -> None:
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: ")
     assert "400" in result.stderr
+
+
+DEPLOYMENTS = """\
+model_list:
+  - model_name: fast
+    litellm_params:
+      model: dotprompt/gpt-4o-mini
+      api_base: {base}
+      api_key: os.environ/CLI_DEPLOYMENT_KEY
+      temperature: 0.3
+      max_retries: 0
+  - model_name: fast
+    litellm_params:
+      model: dotprompt/second-of-the-same-name
+  - model_name: plain
+    litellm_params:
+      model: openai/gpt-plain
+      api_base: {base}
+litellm_settings:
+  global_prompt_directory: prompts
+"""
+
+
+def test_run_with_a_deployment_of_the_config(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLI_DEPLOYMENT_KEY", "sk-deployment")
+    with OpenAIServer() as server:
+        _write(workdir, {"config.yaml": DEPLOYMENTS.format(base=server.base_url)})
+        config = ("--config", "config.yaml")
+        no_model = invoke(*config, "run", "support/no_model", "--var", "topic=t", "--model", "fast")
+        own_model = invoke(*config, "run", "hello", "--var", "user_message=u", "--model", "fast")
+        plain = invoke(*config, "run", "support/no_model", "--var", "topic=t", "--model", "plain")
+        sent = server.requests
+
+    assert [r.exit_code for r in (no_model, own_model, plain)] == [0, 0, 0], no_model.output
+    assert no_model.stdout == "echo: t\n"
+    # the first deployment of that name; its litellm_params over the prompt's frontmatter
+    assert sent[0].body["model"] == "gpt-4o-mini"
+    assert sent[0].body["temperature"] == 0.3
+    assert sent[0].headers["authorization"] == "Bearer sk-deployment"
+    assert sent[1].body["model"] == "gpt-4"  # the prompt's own model still wins
+    assert sent[1].body["temperature"] == 0.3
+    assert sent[1].body["max_tokens"] == 150
+    assert sent[2].body["model"] == "gpt-plain"  # LiteLLM's provider prefix dropped
+    assert "authorization" not in sent[2].headers
+
+
+def test_run_options_override_the_deployment(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLI_DEPLOYMENT_KEY", raising=False)
+    monkeypatch.setenv("CLI_OTHER_KEY", "sk-other")
+    _write(workdir, {"config.yaml": DEPLOYMENTS.format(base="http://127.0.0.1:9/v1")})
+    with OpenAIServer() as server:
+        result = invoke(
+            "--config",
+            "config.yaml",
+            "run",
+            "support/no_model",
+            "--model",
+            "fast",
+            "--api-base",
+            server.base_url,
+            "--api-key-env",
+            "CLI_OTHER_KEY",
+        )
+        (sent,) = server.requests
+
+    assert result.exit_code == 0, result.output
+    assert sent.headers["authorization"] == "Bearer sk-other"
+    assert sent.body["temperature"] == 0.3
+
+
+def test_run_deployment_needing_an_unset_variable(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLI_DEPLOYMENT_KEY", raising=False)
+    _write(workdir, {"config.yaml": DEPLOYMENTS.format(base="http://127.0.0.1:9/v1")})
+
+    result = invoke("--config", "config.yaml", "run", "support/no_model", "--model", "fast")
+
+    assert_one_error_line(
+        result,
+        "error: config.yaml:6: model_list[0].litellm_params.api_key: environment variable "
+        "CLI_DEPLOYMENT_KEY is not set, and deployment 'fast' needs it; export it first",
+        2,
+    )
+
+
+def test_run_model_that_is_no_deployment_is_the_upstream_model(workdir: Path) -> None:
+    _write(workdir, {"config.yaml": DEPLOYMENTS.format(base="http://127.0.0.1:9/v1")})
+    with OpenAIServer() as server:
+        result = invoke(
+            "--config",
+            "config.yaml",
+            "run",
+            "support/no_model",
+            "--model",
+            "gpt-direct",
+            "--api-base",
+            server.base_url,
+        )
+        (sent,) = server.requests
+
+    assert result.exit_code == 0, result.output
+    assert sent.body == {"model": "gpt-direct", "messages": [{"role": "user", "content": ""}]}
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -651,8 +804,50 @@ def test_check_include_that_does_not_resolve(workdir: Path) -> None:
         "for prompts/_partials/missing.prompt); fix the name or add the file",
         "prompts/i.prompt:4: error: included file 'nope' not found (looked for prompts/nope and "
         "prompts/nope.prompt); fix the name or add the file",
-        "prompts/i.prompt:5: error: include '../outside.prompt' points outside the prompt folder",
+        "prompts/i.prompt:5: error: include name '../outside.prompt' is not allowed: segment "
+        "'..' is a dot segment or hidden; every render refuses it. Name the file by its path "
+        "from the prompt folder, without '..' or '.' segments",
         "checked 1 prompt file: 3 errors, 0 warnings",
+    ]
+
+
+def test_check_refuses_include_names_that_every_render_refuses(workdir: Path) -> None:
+    # The path stays inside the folder, but sources refuse '..' segments in names, so the
+    # include fails at every render: check must say so before the commit.
+    text = (
+        "Hi\n"
+        '{% include "_shared/tone.prompt" %}\n'
+        '{% include "sub/../_shared/tone.prompt" %}\n'
+        '{% include "./_shared/tone" ignore missing %}\n'
+    )
+
+    result = check(workdir, {"_shared/tone.prompt": "Be kind.\n", "t.prompt": text})
+
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "prompts/t.prompt:3: error: include name 'sub/../_shared/tone.prompt' is not allowed: "
+        "segment '..' is a dot segment or hidden; every render refuses it. Name the file by its "
+        "path from the prompt folder, without '..' or '.' segments",
+        "prompts/t.prompt:4: error: include name './_shared/tone' is not allowed: segment '.' "
+        "is a dot segment or hidden; every render refuses it. Name the file by its path from "
+        "the prompt folder, without '..' or '.' segments",
+        "checked 2 prompt files: 2 errors, 0 warnings",
+    ]
+    rendered = invoke("render", "t")
+    assert_one_error_line(rendered, "the include name 'sub/../_shared/tone.prompt' is not", 1)
+
+
+def test_check_include_through_a_link_out_of_the_folder(workdir: Path) -> None:
+    (workdir / "secret.txt").write_text("outside\n")
+    text = '{% include "_link.prompt" %}\n{% include "_link.prompt" ignore missing %}\n'
+    check(workdir, {"l.prompt": text})
+    (workdir / "prompts" / "_link.prompt").symlink_to(workdir / "secret.txt")
+
+    result = invoke("check", "prompts/l.prompt")
+
+    assert result.stdout.splitlines() == [
+        "prompts/l.prompt:1: error: include '_link.prompt' points outside the prompt folder",
+        "checked 1 prompt file: 1 error, 0 warnings",
     ]
 
 
@@ -781,6 +976,40 @@ def test_finding_format() -> None:
     ]
 
 
+def test_finding_from_an_error_takes_its_line() -> None:
+    located = ConfigError("conf.yaml:7: model_list[0]: must be a mapping\nof parameters")
+    unlocated = ConfigError("config file conf.yaml not found")
+
+    assert Finding.from_error("conf.yaml", located) == Finding(
+        "conf.yaml", 7, "error", "model_list[0]: must be a mapping of parameters"
+    )
+    assert Finding.from_error("conf.yaml", unlocated) == Finding(
+        "conf.yaml", 1, "error", "config file conf.yaml not found"
+    )
+
+
+def test_check_files_api(workdir: Path) -> None:
+    _write(workdir / "prompts", {"w.prompt": "---\ncolour: blue\n---\nHi\n"})
+
+    findings, count = check_files(["prompts"])
+
+    assert count == 4
+    assert findings == [
+        Finding(
+            "prompts/w.prompt",
+            2,
+            "warning",
+            "unknown frontmatter key 'colour' is kept as metadata and not sent upstream",
+        )
+    ]
+    with pytest.raises(ConfigError) as info:
+        check_files(["prompts", "nowhere"])
+    assert str(info.value) == (
+        "prompt folder nowhere does not exist: pass files or folders to check, or --prompt-dir DIR"
+    )
+    assert info.value.key == "prompt_dir"
+
+
 # -- plugins -------------------------------------------------------------------------------
 
 
@@ -788,6 +1017,7 @@ def test_plugins_lists_builtins_and_installed(workdir: Path) -> None:
     result = invoke("plugins")
 
     assert result.exit_code == 0, result.output
+    assert "FAILED" not in result.stdout
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["jinja2", "builtin", "hooks:", "render"]
     assert any(line.split()[:2] == ["filesystem", "promptdock-filesystem"] for line in lines)
@@ -808,6 +1038,7 @@ def test_plugins_json_and_load_errors(workdir: Path, monkeypatch: pytest.MonkeyP
     text = invoke("plugins")
     data = invoke("plugins", "--json")
 
+    assert (text.exit_code, data.exit_code) == (1, 1)  # still listed in full, but failing
     broken_line = next(line for line in text.stdout.splitlines() if line.startswith("broken"))
     assert broken_line.split()[1:4] == ["broken-plugin", "1.2.3", "FAILED:"]
     assert "promptdock_cli_test_no_such_module" in broken_line

@@ -9,6 +9,7 @@ import pytest
 
 from promptdock import ConfigError, PromptDock, SourceConfig
 from promptdock.config import (
+    REQUEST_PARAMS,
     Deployment,
     TeamKey,
     UnresolvedEnv,
@@ -16,6 +17,7 @@ from promptdock.config import (
     missing_env,
     unresolved_env,
 )
+from promptdock.prompt_file import KNOWN_PARAMS
 
 SEED_CONFIG = """\
 model_list:
@@ -187,6 +189,43 @@ sources:
     assert config.sources()["team-a"] == SourceConfig(
         "team-a", "filesystem", {"path": str(tmp_path / "team-a-prompts")}
     )
+
+
+def test_request_params_are_the_prompt_params_plus_caller_settings() -> None:
+    # One list of OpenAI parameters for prompt files and deployments, so they cannot drift.
+    assert KNOWN_PARAMS <= REQUEST_PARAMS
+    only_callers = REQUEST_PARAMS - KNOWN_PARAMS
+    assert only_callers == {"metadata", "stream_options", "extra_headers", "max_retries", "timeout"}
+
+
+def test_every_prompt_parameter_is_a_deployment_parameter(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            "model_list:\n  - model_name: x\n    litellm_params:\n      model: gpt-4o\n"
+            "      prompt_cache_key: k1\n      safety_identifier: s1\n",
+        )
+    )
+
+    assert dict(config.deployments[0].params) == {
+        "prompt_cache_key": "k1",
+        "safety_identifier": "s1",
+    }
+    assert config.unused_keys == ()
+
+
+def test_nested_secrets_of_deployment_params_are_not_in_reprs(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            "model_list:\n  - model_name: x\n    litellm_params:\n      model: gpt-4o\n"
+            "      extra_headers: {Authorization: Bearer nested-secret-1, X-Trace: t-1}\n",
+        )
+    )
+
+    shown = repr(config.deployments[0])
+    assert "nested-secret-1" not in shown
+    assert "'extra_headers': {'Authorization': '***', 'X-Trace': 't-1'}" in shown
 
 
 def test_absolute_and_home_folders_are_kept(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import requests
 from pytest_mock import MockerFixture
 
 import promptdock.hookspecs
-from promptdock.dispatch import mock, openai_http
+from promptdock.dispatch import _openai_wire, mock, openai_http
 from promptdock.errors import DispatchError, UpstreamTimeoutError
 from promptdock.models import CompletionRequest, Provenance
 from promptdock.response import ModelResponse, ObjectDict
@@ -274,7 +274,7 @@ def test_other_4xx_are_not_retried(srv: OpenAIServer, status: int, hint: str) ->
 def test_5xx_exhausted_reports_status_message_and_attempts(
     srv: OpenAIServer, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openai_http, "_jitter", lambda: 1.0)
+    monkeypatch.setattr(_openai_wire, "jitter", lambda: 1.0)
     srv.enqueue(status=502, body={"error": {"message": "bad gateway upstream"}}, times=3)
     prov = Provenance(source="dotprompt", kind="filesystem", prompt_id="hi", path="hi.prompt")
     with pytest.raises(DispatchError) as info:
@@ -599,15 +599,15 @@ def test_retry_delay_with_a_future_http_date() -> None:
 def test_retry_delay_falls_back_to_backoff_on_junk(
     monkeypatch: pytest.MonkeyPatch, junk: str
 ) -> None:
-    monkeypatch.setattr(openai_http, "_jitter", lambda: 1.0)
+    monkeypatch.setattr(_openai_wire, "jitter", lambda: 1.0)
     assert openai_http.retry_delay(2, {"Retry-After": junk, "retry-after-ms": junk}) == 2.0
 
 
 def test_backoff_doubles_up_to_the_cap_with_full_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_http, "_jitter", lambda: 1.0)
+    monkeypatch.setattr(_openai_wire, "jitter", lambda: 1.0)
     assert [openai_http.retry_delay(n, {}) for n in range(6)] == [0.5, 1, 2, 4, 8, 8]
     assert openai_http.retry_delay(10_000, {}) == 8.0
-    monkeypatch.setattr(openai_http, "_jitter", lambda: 0.25)
+    monkeypatch.setattr(_openai_wire, "jitter", lambda: 0.25)
     assert openai_http.retry_delay(3, {}) == 1.0
-    monkeypatch.setattr(openai_http, "_jitter", lambda: 0.0)
+    monkeypatch.setattr(_openai_wire, "jitter", lambda: 0.0)
     assert openai_http.retry_delay(3, {}) == 0.0

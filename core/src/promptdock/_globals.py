@@ -16,9 +16,17 @@ from promptdock._dock import PromptDock
 from promptdock.models import SourceConfig
 from promptdock.response import AsyncCompletionStream, CompletionStream, ModelResponse
 
-__all__ = ["acompletion", "completion", "default_dock", "set_global_bitbucket_config"]
+__all__ = [
+    "DEFAULT_PROMPT_DIR",
+    "acompletion",
+    "completion",
+    "default_dock",
+    "set_global_bitbucket_config",
+]
 
 DEFAULT_PROMPT_DIR = "prompts"
+"""The prompt folder of the ``dotprompt`` source when neither ``global_prompt_directory`` nor
+``$PROMPTDOCK_PROMPT_DIR`` names one: the SDK's default, and ``promptdock --prompt-dir``'s."""
 
 _lock = threading.Lock()
 _dock: PromptDock | None = None

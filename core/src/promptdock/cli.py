@@ -1,12 +1,13 @@
 """The ``promptdock`` command: list, show, render and run prompts, lint them, list plugins.
 
 Prompts come from ``--prompt-dir`` (a filesystem source named ``dotprompt``; environment
-variable ``PROMPTDOCK_PROMPT_DIR``, default ``./prompts``) or from every source of a proxy
+variable ``PROMPTDOCK_PROMPT_DIR``, default ``prompts``) or from every source of a proxy
 ``--config`` file, of which ``--source`` picks one (default: the only one, else ``dotprompt``).
+The linter behind ``check`` is :mod:`promptdock.lint`.
 
-Exit status: 0 on success; 1 when a prompt is broken, a lint finds an error or a call fails;
-2 for usage and configuration problems. Every promptdock error is one ``error: ...`` line on
-stderr, never a traceback.
+Exit status: 0 on success; 1 when a prompt is broken, a lint finds an error, a call fails or
+a plugin failed to load; 2 for usage and configuration problems. Every promptdock error is one
+``error: ...`` line on stderr, never a traceback.
 
 Startup matters (``promptdock check`` runs as a Git pre-commit hook), so Jinja2, YAML, JSON
 Schema and HTTP libraries are imported inside the commands that use them.
@@ -16,29 +17,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from promptdock._globals import DEFAULT_PROMPT_DIR
 from promptdock.errors import ConfigError, PluginLoadError, PromptdockError
 
 if TYPE_CHECKING:
-    from jinja2 import Environment
-    from jinja2.nodes import Template
-
     from promptdock._dock import PromptDock
+    from promptdock._manager import PluginRecord
     from promptdock.config import ProxyConfig
+    from promptdock.lint import Finding
     from promptdock.models import PromptFile, PromptInfo, Provenance, SourceConfig
 
-__all__ = ["Finding", "check_config", "check_files", "main"]
+__all__ = ["main"]
 
-DEFAULT_PROMPT_DIR = "./prompts"
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 
@@ -149,23 +148,49 @@ class _Session:
                 f"--source NAME",
                 key="source",
             )
-        self._require_env(chosen)
+        config = self.config
+        if config is not None and chosen in config.source_configs:
+            self.require_env(config.source_configs[chosen].options, f"source {chosen!r}")
         return chosen
 
-    def _require_env(self, source: str) -> None:
+    def require_env(self, values: object, user: str) -> None:
+        """Fail when ``values`` hold an ``os.environ/`` reference to an unset variable.
+
+        :param user: what needs the values, for the message (``"source 'team'"``).
+        """
         config = self.config
-        if config is None or source not in config.source_configs:
+        if config is None:
             return
         from promptdock.config import unresolved_env
 
-        missing = unresolved_env(config.source_configs[source].options)
+        missing = unresolved_env(values)
         if missing:
             ref = missing[0]
             raise ConfigError(
                 f"{config.path}:{config.line_of(ref.key)}: {ref.key}: environment variable "
-                f"{ref.var} is not set, and source {source!r} needs it; export it first",
+                f"{ref.var} is not set, and {user} needs it; export it first",
                 key=ref.key,
             )
+
+    def deployment(self, model_name: str) -> tuple[str, dict[str, Any]] | None:
+        """The config's first deployment named ``model_name``, read as the proxy reads it.
+
+        :returns: its upstream model (the part after the source prefix) and the
+            ``prepare_request`` keywords of its ``litellm_params`` (``api_base``,
+            ``api_key``, ``timeout``, sampling parameters...); ``None`` without ``--config``
+            or when no deployment has that name.
+        """
+        config = self.config
+        if config is None or not config.deployments_named(model_name):
+            return None
+        from promptdock.proxy.routing import build_routes
+
+        route = build_routes(config, self.dock).get(model_name)
+        if route is None:
+            return None
+        target = route.targets[0]
+        upstream = target.model.partition("/")[2] if target.source is not None else target.model
+        return upstream, dict(target.options)
 
     def filesystem_roots(self) -> list[str]:
         """The folders of the filesystem sources: where ``check`` looks by default."""
@@ -401,6 +426,19 @@ def _provenance_text(provenance: Provenance) -> str:
     return " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
 
 
+# Not a model name anyone can write in a frontmatter; see run_command.
+_NO_MODEL = "\x00no model"
+
+
+def _no_model(session: _Session, prompt_id: str, source: str, version: int | None) -> str:
+    written = session.dock.get_prompt(prompt_id, source=source, version=version).model
+    why = f"its model {written!r} rendered empty; set the variables it uses, or " if written else ""
+    return (
+        f"prompt {prompt_id!r} names no model: {why}pass --model, e.g. --model gpt-4o-mini (or "
+        f"--model mock/echo to run offline)"
+    )
+
+
 def _stream_text(chunks: Iterable[Mapping[str, Any]]) -> Iterator[str]:
     for chunk in chunks:
         for choice in chunk.get("choices") or ():
@@ -416,7 +454,8 @@ def _stream_text(chunks: Iterable[Mapping[str, Any]]) -> Iterator[str]:
 @click.option(
     "--model",
     metavar="M",
-    help="Upstream model when the prompt names none; 'mock/echo' answers offline.",
+    help="Upstream model when the prompt names none, or a deployment (model_name) of --config; "
+    "'mock/echo' answers offline.",
 )
 @click.option("--mock", metavar="TEXT", help="Answer with TEXT instead of calling a model.")
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
@@ -436,36 +475,45 @@ def run_command(
     api_base: str | None,
     api_key_env: str | None,
 ) -> None:
-    """Render a prompt, send it to a model, print the answer (provenance on stderr)."""
+    """Render a prompt, send it to a model, print the answer (provenance on stderr).
+
+    The model is the prompt's own (rendered) model, else --model, which may also name a
+    deployment of --config: its litellm_params then apply, below --api-base and --api-key-env.
+    """
     variables = _variables(pairs, vars_json, vars_file)
-    api_key = None
+    options: dict[str, Any] = {}
+    named = model
+    deployment = session.deployment(named) if named is not None else None
+    if deployment is not None:
+        model, options = deployment
+    if api_base is not None:
+        options["api_base"] = api_base
     if api_key_env is not None:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
+        options["api_key"] = os.environ.get(api_key_env)
+        if not options["api_key"]:
             raise ConfigError(
                 f"environment variable {api_key_env} (from --api-key-env) is not set",
                 key="api_key_env",
             )
     source = session.source_name()
-    prompt = session.dock.get_prompt(prompt_id, source=source, version=version)
-    # The prompt's own model wins over the one after the prefix, so any placeholder will do
-    # when it has one; a mock answer needs no real model either.
-    upstream = model or prompt.model or ("mock" if mock is not None else None)
-    if not upstream:
-        raise click.UsageError(
-            f"prompt {prompt_id!r} names no model: pass --model, e.g. --model gpt-4o-mini "
-            f"(or --model mock/echo to run offline)"
-        )
-    result = session.dock.completion(
-        model=f"{source}/{upstream}",
+    if deployment is not None:
+        session.require_env(options, f"deployment {named!r}")
+    # The dock picks the model as completion() does: the prompt's rendered model, else the one
+    # after the prefix. A mock answer needs no real model; without one, the placeholder
+    # coming back means the prompt names none either.
+    fallback = model or ("mock" if mock is not None else _NO_MODEL)
+    request = session.dock.prepare_request(
+        f"{source}/{fallback}",
         prompt_id=prompt_id,
         prompt_variables=variables,
         prompt_version=version,
         stream=stream,
         mock_response=mock,
-        api_base=api_base,
-        api_key=api_key,
+        **options,
     )
+    if request.model == _NO_MODEL:
+        raise click.UsageError(_no_model(session, prompt_id, source, version))
+    result = session.dock.send(request)
     from promptdock.response import ModelResponse
 
     if isinstance(result, ModelResponse):
@@ -480,360 +528,6 @@ def run_command(
 
 # ---------------------------------------------------------------------------------------------
 # check
-
-
-@dataclass(frozen=True, order=True)
-class Finding:
-    """One problem ``promptdock check`` reports, printed as ``path:line: severity: message``.
-
-    :ivar path: the file, as the user named it.
-    :ivar line: 1-based line in that file.
-    :ivar severity: ``"error"`` (fails the check) or ``"warning"``.
-    :ivar message: what is wrong and how to fix it.
-    """
-
-    path: str
-    line: int
-    severity: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.severity}: {self.message}"
-
-
-_LINE_HINT = re.compile(r" ?\(line (\d+)\)")
-_NOT_VARIABLES = frozenset({"loop", "self", "varargs", "kwargs", "caller"})
-
-
-class _Use(NamedTuple):
-    """Where a template first reads a variable: a line, and the include it comes through."""
-
-    line: int
-    include: str = ""
-
-
-def _plain_environment() -> Environment:
-    from jinja2 import Environment
-
-    # Only parsed and compiled, never rendered: escaping settings do not matter here.
-    env = Environment(keep_trailing_newline=True)
-    # The renderer's own filter; the lint must not call it unknown.
-    env.filters["json"] = json.dumps
-    return env
-
-
-def _strip_location(message: str, path: str) -> str:
-    """Drop the ``path:line[:col]: `` prefix a message already carries."""
-    prefix = re.match(rf"{re.escape(path)}(?::\d+){{0,2}}: ", message)
-    return message[prefix.end() :] if prefix else message
-
-
-class _FileLinter:
-    """Lints one ``.prompt`` file: frontmatter, template syntax, variables, schemas, includes."""
-
-    def __init__(self, env: Environment, root: str, file: str, display: str) -> None:
-        self.env = env
-        self.root = root
-        self.file = file
-        self.display = display
-        self.findings: list[Finding] = []
-        self.lines: list[str] = []
-
-    def add(self, line: int | None, severity: str, message: str) -> None:
-        self.findings.append(Finding(self.display, line or 1, severity, message))
-
-    def run(self) -> list[Finding]:
-        from promptdock.errors import PromptSyntaxError
-        from promptdock.prompt_file import parse_prompt
-
-        try:
-            with open(self.file, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            self.add(1, "error", f"cannot read the file: {exc.strerror}")
-            return self.findings
-        prompt_id = os.path.relpath(self.file, self.root).removesuffix(".prompt")
-        try:
-            prompt = parse_prompt(data, name=prompt_id.replace(os.sep, "/"), path=self.display)
-        except PromptSyntaxError as exc:
-            self.add(exc.line, "error", _strip_location(str(exc), self.display))
-            return self.findings
-        self.lines = data.decode("utf-8").splitlines()
-        for warning in prompt.warnings:
-            hint = _LINE_HINT.search(warning)
-            line = int(hint.group(1)) if hint else None
-            self.add(line, "warning", _LINE_HINT.sub("", warning))
-        self._schemas(prompt)
-        ast = self._parse(prompt.body, prompt.body_line)
-        if ast is not None:
-            used = self._used(ast, prompt.body_line, set())
-            if prompt.model and ("{{" in prompt.model or "{%" in prompt.model):
-                model_line = self._key_line("model")
-                model_ast = self._parse(prompt.model, model_line)
-                if model_ast is not None:
-                    for name, use in self._names(model_ast, model_line).items():
-                        used.setdefault(name, use)
-            self._variables(prompt, used)
-        return self.findings
-
-    # -- template ------------------------------------------------------------------------
-
-    def _parse(self, source: str, first_line: int) -> Template | None:
-        from jinja2 import TemplateSyntaxError
-
-        try:
-            ast = self.env.parse(source)
-            # Parsing alone misses unknown filters and tests; compiling finds them.
-            self.env.compile(ast)
-        except TemplateSyntaxError as exc:
-            self.add(
-                first_line + (exc.lineno or 1) - 1,
-                "error",
-                f"template syntax error: {(exc.message or '').rstrip('.')}; fix the Jinja2 "
-                "syntax (every "
-                "{% if %}/{% for %} closed, every {{ with its }})",
-            )
-            return None
-        return ast
-
-    def _names(self, ast: Template, first_line: int) -> dict[str, _Use]:
-        """Variables the template reads from its context, each with the first line it is used."""
-        from jinja2 import meta, nodes
-
-        undeclared = meta.find_undeclared_variables(ast)
-        assigned = {
-            node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")
-        }
-        wanted = undeclared - assigned - _NOT_VARIABLES - set(self.env.globals)
-        found: dict[str, _Use] = {}
-        for node in ast.find_all(nodes.Name):
-            if node.name in wanted and node.ctx == "load":
-                use = _Use(first_line + node.lineno - 1)
-                found[node.name] = min(use, found.get(node.name, use))
-        return found
-
-    def _used(
-        self, ast: Template, first_line: int, seen: set[str], *, report: bool = True
-    ) -> dict[str, _Use]:
-        """:meth:`_names`, plus those of included files; reports includes that do not resolve.
-
-        Inside an included file (``report=False``) problems are left to that file's own check.
-        """
-        from jinja2 import nodes
-
-        used = self._names(ast, first_line)
-        loads = (nodes.Include, nodes.Import, nodes.FromImport)
-        for node in ast.find_all(loads):
-            assert isinstance(node, loads)
-            target = node.template
-            if not isinstance(target, nodes.Const) or not isinstance(target.value, str):
-                continue  # a computed name: only known at render time
-            line = first_line + node.lineno - 1
-            quiet = not report or getattr(node, "ignore_missing", False)
-            included = self._include(target.value, line, quiet)
-            if included is None or included in seen:
-                continue
-            seen.add(included)
-            for name in self._included_names(included, seen):
-                used.setdefault(name, _Use(line, target.value))
-        return used
-
-    def _include(self, name: str, line: int, quiet: bool) -> str | None:
-        path = os.path.join(self.root, name)
-        if not os.path.isfile(path) and not name.endswith(".prompt"):
-            path += ".prompt"
-        real = os.path.realpath(path)
-        if not real.startswith(os.path.realpath(self.root) + os.sep):
-            if not quiet:
-                self.add(line, "error", f"include {name!r} points outside the prompt folder")
-            return None
-        if os.path.isfile(real):
-            return real
-        if not quiet:
-            looked = _display(os.path.join(self.root, name))
-            if not name.endswith(".prompt"):
-                looked += f" and {looked}.prompt"
-            self.add(
-                line,
-                "error",
-                f"included file {name!r} not found (looked for {looked}); fix the name or add "
-                f"the file",
-            )
-        return None
-
-    def _included_names(self, path: str, seen: set[str]) -> Iterable[str]:
-        from jinja2 import TemplateSyntaxError
-
-        from promptdock.prompt_file import split_frontmatter
-
-        try:
-            with open(path, encoding="utf-8") as handle:
-                body = split_frontmatter(handle.read()).body
-            ast = self.env.parse(body)
-        except (OSError, UnicodeDecodeError, TemplateSyntaxError, PromptdockError):
-            return ()  # the included file gets its own findings when its folder is checked
-        return self._used(ast, 1, seen, report=False).keys()
-
-    # -- frontmatter ---------------------------------------------------------------------
-
-    def _key_line(self, key: str, after: int = 0, *, indented: bool = False) -> int:
-        """The first line (after line ``after``) that starts the YAML key ``key``."""
-        indent = r"\s+" if indented else ""
-        pattern = re.compile(rf"^{indent}{re.escape(key)}\??\s*[:(]")
-        for number, text in enumerate(self.lines[after:], start=after + 1):
-            if pattern.match(text):
-                return number
-        return after or 1
-
-    def _schemas(self, prompt: PromptFile) -> None:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
-        for section, schema in (("input", prompt.input_schema), ("output", prompt.output_schema)):
-            if schema is None:
-                continue
-            try:
-                Draft202012Validator.check_schema(schema)
-            except SchemaError as exc:
-                where = "".join(f"[{part!r}]" for part in exc.absolute_path)
-                self.add(
-                    self._key_line(section),
-                    "error",
-                    f"{section}.schema{where} is not a valid JSON Schema: {exc.message}; fix it "
-                    "(Draft 2020-12) or write it in Picoschema",
-                )
-
-    def _variables(self, prompt: PromptFile, used: Mapping[str, _Use]) -> None:
-        schema = prompt.input_schema
-        properties = schema.get("properties") if schema is not None else None
-        if not isinstance(properties, Mapping):
-            return
-        from difflib import get_close_matches
-
-        declared = set(properties) | set(prompt.input_defaults)
-        for name in sorted(set(used) - declared, key=lambda n: (used[n], n)):
-            use = used[name]
-            where = f"the file {use.include!r} included here" if use.include else "the template"
-            close = get_close_matches(name, declared, n=1)
-            hint = f"did you mean {close[0]!r}? Otherwise " if close else ""
-            self.add(
-                use.line,
-                "error",
-                f"variable {name!r} is used in {where} but not declared in input.schema; "
-                f"{hint}declare it (e.g. '{name}?: string')",
-            )
-        input_line = self._key_line("input")
-        for name in sorted(set(properties) - set(used)):
-            self.add(
-                self._key_line(name, input_line, indented=True),
-                "warning",
-                f"variable {name!r} is declared in input.schema but never used in the template",
-            )
-
-
-def _prompt_files(target: str) -> list[str]:
-    if os.path.isfile(target):
-        return [target]
-    found: list[str] = []
-    for folder, dirs, files in os.walk(target):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(folder, f) for f in sorted(files) if f.endswith(".prompt"))
-    return found
-
-
-def _display(path: str) -> str:
-    """``path`` as short as it can be written: relative when it is under the working folder."""
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith(os.pardir) else os.path.normpath(path)
-
-
-def _root_for(file: str, roots: Sequence[str]) -> str:
-    """The prompt folder a file belongs to: includes resolve from there."""
-    real = os.path.realpath(file)
-    for root in roots:
-        if real.startswith(os.path.realpath(root) + os.sep):
-            return root
-    return os.path.dirname(file) or "."
-
-
-def check_files(targets: Sequence[str], roots: Sequence[str] = ()) -> tuple[list[Finding], int]:
-    """Lint ``.prompt`` files and folders (recursively).
-
-    :param targets: files and folders to check.
-    :param roots: prompt folders; a file inside one resolves its includes from it (a folder
-        target is its own root).
-    :returns: the findings, sorted by file and line, and the number of files checked.
-    """
-    env = _plain_environment()
-    findings: list[Finding] = []
-    count = 0
-    for target in targets:
-        is_folder = os.path.isdir(target)
-        for file in _prompt_files(target):
-            root = target if is_folder else _root_for(file, roots)
-            findings.extend(_FileLinter(env, root, file, _display(file)).run())
-            count += 1
-    return sorted(findings), count
-
-
-def _config_error_finding(display: str, exc: ConfigError) -> Finding:
-    text = str(exc)
-    located = re.match(rf"{re.escape(display)}:(\d+): ", text)
-    if located:
-        return Finding(display, int(located.group(1)), "error", text[located.end() :])
-    return Finding(display, 1, "error", _strip_location(text, display))
-
-
-def check_config(config: ProxyConfig) -> list[Finding]:
-    """Check a proxy config: every ``os.environ/`` variable set, every deployment's prompt loads.
-
-    Keys promptdock ignores are warnings. Load ``config`` with ``resolve_env=False`` so that
-    every unset variable is reported, not only the first.
-    """
-    from promptdock.config import unresolved_env
-
-    path = config.path
-    findings = [
-        Finding(path, config.line_of(key) or 1, "warning", f"{key} is not used by promptdock")
-        for key in config.unused_keys
-    ]
-    findings.extend(
-        Finding(
-            path,
-            config.line_of(key) or 1,
-            "error",
-            f"environment variable {var} is not set ({key}); export it before starting the proxy",
-        )
-        for key, var in config.unresolved_env
-    )
-    dock = config.make_dock()
-    sources = config.source_configs
-    for deployment in config.deployments:
-        if deployment.prompt_id is None:
-            continue
-        key = f"{deployment.key}.litellm_params.prompt_id"
-        who = f"deployment {deployment.model_name!r}"
-        source = deployment.source
-        if source is None or source not in sources:
-            findings.append(
-                Finding(
-                    path,
-                    config.line_of(f"{deployment.key}.litellm_params.model") or 1,
-                    "error",
-                    f"{who}: model {deployment.model!r} must be '<source>/<model>' with a "
-                    f"configured source ({', '.join(sorted(sources)) or 'none configured'})",
-                )
-            )
-            continue
-        if unresolved_env(sources[source].options):
-            continue  # already reported: the source cannot be reached without it
-        try:
-            dock.get_prompt(deployment.prompt_id, source=source, version=deployment.prompt_version)
-        except PromptdockError as exc:
-            findings.append(
-                Finding(path, config.line_of(key) or 1, "error", f"{who}: {_one_line(str(exc))}")
-            )
-    return sorted(findings)
 
 
 @main.command("check", short_help="Lint .prompt files (and a proxy config).")
@@ -862,6 +556,8 @@ def check_command(ctx: click.Context, paths: tuple[str, ...], config_path: str |
         None,
         announce_unused=False,
     )
+    from promptdock.lint import Finding, check_config, check_files
+
     config_findings: list[Finding] = []
     try:
         roots = session.filesystem_roots()
@@ -870,17 +566,9 @@ def check_command(ctx: click.Context, paths: tuple[str, ...], config_path: str |
     except ConfigError as exc:
         if session.config_path is None:
             raise
-        config_findings = [_config_error_finding(session.config_path, exc)]  # a broken config
+        config_findings = [Finding.from_error(session.config_path, exc)]  # a broken config
         roots = []
-    targets = list(paths) or roots
-    for root in targets:
-        if not os.path.exists(root):
-            raise ConfigError(
-                f"prompt folder {_display(root)} does not exist: pass files or folders to "
-                f"check, or --prompt-dir DIR",
-                key="prompt_dir",
-            )
-    file_findings, count = check_files(targets, roots)
+    file_findings, count = check_files(list(paths) or roots, roots)
     findings = file_findings + config_findings
     for finding in findings:
         click.echo(str(finding))
@@ -902,14 +590,24 @@ def check_command(ctx: click.Context, paths: tuple[str, ...], config_path: str |
 
 @main.command("plugins", short_help="List plugins, their hooks and load errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def plugins_command(as_json: bool) -> None:
-    """List every plugin: version, built-in or not, hooks, and load errors."""
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin: version, built-in or not, hooks, and load errors.
+
+    Exits 1 when a plugin failed to load, after listing them all.
+    """
     from promptdock._manager import PluginHost
 
     records = PluginHost().plugins()
     if as_json:
         click.echo(_dumps([asdict(record) for record in records]))
-        return
+    else:
+        _print_plugins(records)
+    if any(record.error for record in records):
+        ctx.exit(FAILURE_EXIT)
+
+
+def _print_plugins(records: Sequence[PluginRecord]) -> None:
     rows = [
         (
             record.name,

@@ -48,7 +48,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from promptdock.errors import ConfigError
-from promptdock.models import SourceConfig, is_secret_key
+from promptdock.models import SourceConfig, redacted
+from promptdock.prompt_file import KNOWN_PARAMS
 
 if TYPE_CHECKING:
     from promptdock._dock import PromptDock
@@ -69,45 +70,19 @@ __all__ = [
 ENV_PREFIX = "os.environ/"
 """A string value starting with this names an environment variable (LiteLLM's convention)."""
 
-REQUEST_PARAMS = frozenset(
-    {
-        # OpenAI chat completion parameters
-        "audio",
-        "frequency_penalty",
-        "function_call",
-        "functions",
-        "logit_bias",
-        "logprobs",
-        "max_completion_tokens",
-        "max_tokens",
-        "metadata",
-        "modalities",
-        "n",
-        "parallel_tool_calls",
-        "prediction",
-        "presence_penalty",
-        "reasoning_effort",
-        "response_format",
-        "seed",
-        "service_tier",
-        "stop",
-        "store",
-        "stream_options",
-        "temperature",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
-        "top_p",
-        "user",
-        "verbosity",
-        "web_search_options",
-        # connection settings that PromptDock.completion() takes as keywords
-        "extra_headers",
-        "max_retries",
-        "timeout",
-    }
-)
-"""``litellm_params`` keys passed on as request parameters; other unknown keys are unused."""
+REQUEST_PARAMS = KNOWN_PARAMS | {
+    # OpenAI request parameters a prompt file has no use for (``metadata`` there is promptdock's)
+    "metadata",
+    "stream_options",
+    # connection settings that PromptDock.completion() takes as keywords
+    "extra_headers",
+    "max_retries",
+    "timeout",
+}
+"""``litellm_params`` keys passed on as request parameters; other unknown keys are unused.
+
+The parameters a prompt's frontmatter may set (:data:`promptdock.prompt_file.KNOWN_PARAMS`),
+plus the request and connection settings only a caller sets."""
 
 _DEPLOYMENT_FIELDS = frozenset({"model", "prompt_id", "prompt_version", "api_key", "api_base"})
 _KNOWN_TOP = ("model_list", "litellm_settings", "general_settings", "sources", "keys")
@@ -153,10 +128,6 @@ def unresolved_env(value: Any) -> list[UnresolvedEnv]:
     return sorted(found, key=lambda ref: ref.key)
 
 
-def _redacted(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if is_secret_key(k) and v else v) for k, v in params.items()}
-
-
 @dataclass(frozen=True)
 class Deployment:
     """One ``model_list`` entry: a model name clients ask for, mapped to a prompt and upstream.
@@ -188,7 +159,7 @@ class Deployment:
             f"Deployment(model_name={self.model_name!r}, model={self.model!r}, "
             f"prompt_id={self.prompt_id!r}, prompt_version={self.prompt_version!r}, "
             f"api_key={'***' if self.api_key else None!r}, api_base={self.api_base!r}, "
-            f"params={_redacted(self.params)!r})"
+            f"params={redacted(self.params)!r})"
         )
 
     @property

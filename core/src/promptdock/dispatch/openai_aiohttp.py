@@ -2,9 +2,10 @@
 
 It implements the ``adispatch`` hook, so ``PromptDock.acompletion()`` and the proxy call
 upstreams without a worker thread per request. It behaves like the sync dispatcher
-(:mod:`promptdock.dispatch.openai_http`), whose request building, retry policy and error
-texts it shares: the same URL, headers and body; retries on connection failures and on 408,
-409, 429 and 5xx, honouring ``Retry-After``; the same messages, never holding the API key.
+(:mod:`promptdock.dispatch.openai_http`): both build requests, retry and word their errors
+with :mod:`promptdock.dispatch._openai_wire`, so they send the same URL, headers and body,
+retry connection failures and 408, 409, 429 and 5xx the same way (honouring
+``Retry-After``), and raise the same messages, never holding the API key.
 
 Connections are pooled in one ``aiohttp.ClientSession`` per event loop. The proxy opens it at
 start-up with :func:`open_session` and closes it at shutdown with :func:`close_session`. Other
@@ -19,20 +20,27 @@ in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-# The sync dispatcher's request building and message helpers are shared, so the two
-# dispatchers cannot drift apart in what they send or in what their errors say.
-from promptdock.dispatch import openai_http as _sync
-from promptdock.dispatch.openai_http import RETRY_STATUSES, retry_delay
+from promptdock.dispatch._openai_wire import (
+    DONE,
+    DRAIN_TIMEOUT,
+    ERROR_BODY_LIMIT,
+    RETRY_STATUSES,
+    Call,
+    EventLines,
+    Failure,
+    is_final,
+    retry_delay,
+    user_agent,
+)
 from promptdock.errors import DispatchError
 from promptdock.models import CompletionRequest
-from promptdock.response import ModelResponse, ObjectDict, StreamChunk
+from promptdock.response import ModelResponse, StreamChunk
 
 if TYPE_CHECKING:
     import aiohttp
@@ -51,10 +59,6 @@ hookimpl = pluggy.HookimplMarker("promptdock")
 
 POOL_LIMIT = 256
 """Most connections one session keeps open at once, over all upstream hosts."""
-
-_ERROR_BODY_LIMIT = 65536
-_READ_SIZE = 65536
-_DRAIN_TIMEOUT = 0.5
 
 # Indirection that tests replace to skip real waits.
 _sleep = asyncio.sleep
@@ -98,7 +102,7 @@ def adispatch(
 
 
 async def _dispatch(request: CompletionRequest) -> ModelResponse | AsyncIterator[StreamChunk]:
-    call = _sync._Call.build(request)
+    call = Call.build(request)
     response = await _send(call)
     if call.stream:
         return _stream_chunks(response, call)
@@ -151,7 +155,7 @@ async def _new_pool(loop: asyncio.AbstractEventLoop) -> _Pool:
         del _pools[other]
     connector = aiohttp.TCPConnector(limit=POOL_LIMIT, ttl_dns_cache=300)
     session = aiohttp.ClientSession(
-        connector=connector, headers={"User-Agent": _sync._user_agent()}, auto_decompress=True
+        connector=connector, headers={"User-Agent": user_agent()}, auto_decompress=True
     )
     pool = _pools[loop] = _Pool(session)
     await pool.keeper.__anext__()
@@ -196,15 +200,15 @@ def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
 # -- sending, with retries ---------------------------------------------------------------
 
 
-async def _send(call: _sync._Call) -> aiohttp.ClientResponse:
+async def _send(call: Call) -> aiohttp.ClientResponse:
     import aiohttp
 
     session = await open_session()
     timeout = _timeout(*call.timeout)
     attempt = 0
     while True:
-        failure: DispatchError | None = None
-        retryable = False
+        failure: Failure | None = None
+        reason = ""
         try:
             response = await session.post(
                 call.url,
@@ -215,15 +219,15 @@ async def _send(call: _sync._Call) -> aiohttp.ClientResponse:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failure, retryable = _network_failure(exc, call, attempt)
+            failure, reason = _classify(exc)
         # Raised outside the ``except`` so aiohttp's exception (whose request info holds the
         # Authorization header) is not chained to our error.
         if failure is not None:
-            if retryable and attempt < call.max_retries:
+            if failure.retryable and attempt < call.max_retries:
                 await _sleep(retry_delay(attempt, {}))
                 attempt += 1
                 continue
-            raise failure
+            raise call.failure(failure, reason, attempt, ca_variable="SSL_CERT_FILE")
         status = response.status
         if status < 300:
             return response
@@ -233,58 +237,29 @@ async def _send(call: _sync._Call) -> aiohttp.ClientResponse:
             await _sleep(wait)
             attempt += 1
             continue
-        raise await _status_failure(response, call, attempt)
+        body = await _error_body(response)
+        raise call.status_failure(status, body, response.headers.get("Location"), attempt)
 
 
-def _network_failure(
-    exc: BaseException, call: _sync._Call, attempt: int
-) -> tuple[DispatchError, bool]:
-    """Our error for a failed request, and whether another attempt might succeed."""
+def _classify(exc: BaseException) -> tuple[Failure, str]:
+    """What kind of failure an aiohttp (or socket) exception is, and its cause."""
     import aiohttp
 
-    more = _sync._tries(attempt)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return call.error(
-            f"could not connect to the model server at {call.api_base} within "
-            f"{call.timeout[0]:g} s{more}; check api_base and that the server is up",
-            timeout=True,
-        ), True
+        return Failure.CONNECT_TIMEOUT, ""
     if isinstance(exc, TimeoutError):
-        # The server has the request and may still be working on it: retrying would multiply
-        # the caller's wait, so a read timeout is final.
-        return call.error(
-            f"the model server at {call.api_base} did not answer {call.what} within "
-            f"{call.timeout[1]:g} s; raise timeout=... or check the server's load",
-            timeout=True,
-        ), False
+        return Failure.READ_TIMEOUT, ""
     if isinstance(exc, aiohttp.ClientSSLError):
-        return call.error(
-            f"TLS failed with the model server at {call.api_base}: {_reason(exc)}; check the "
-            f"URL's scheme and the certificate (SSL_CERT_FILE for a private CA)"
-        ), False
+        return Failure.TLS, _reason(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return call.error(
-            f"cannot reach the model server at {call.api_base}: {_reason(exc)}{more}; check "
-            f"api_base (or OPENAI_BASE_URL) and that the server is running"
-        ), True
+        return Failure.UNREACHABLE, _reason(exc)
     if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
-        return call.error(
-            f"the model server at {call.api_base} closed the connection without answering "
-            f"{call.what}: {_reason(exc)}{more}; check the server's logs"
-        ), True
+        return Failure.HUNG_UP, _reason(exc)
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return call.error(
-            f"api_base {call.api_base!r} is not a usable URL ({_reason(exc)}); it should look "
-            f"like 'http://127.0.0.1:8000/v1' or 'https://api.openai.com/v1'"
-        ), False
+        return Failure.BAD_URL, _reason(exc)
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
-        return call.error(
-            f"the connection to the model server at {call.api_base} broke while reading the "
-            f"answer for {call.what}: {_reason(exc)}{more}"
-        ), True
-    return call.error(
-        f"the request for {call.what} to {call.api_base} failed: {_reason(exc)}"
-    ), False
+        return Failure.BROKEN, _reason(exc)
+    return Failure.OTHER, _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:
@@ -295,34 +270,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _status_failure(
-    response: aiohttp.ClientResponse, call: _sync._Call, attempt: int
-) -> DispatchError:
-    status = response.status
-    upstream = _sync._upstream_message(await _error_body(response))
-    if 300 <= status < 400:
-        location = response.headers.get("Location", "?")
-        hint = f"redirects are not followed: set api_base to the final URL (Location: {location})"
-    elif status in (401, 403):
-        hint = "check the API key (api_key=... or OPENAI_API_KEY) and its access to this model"
-    elif status == 404:
-        hint = f"check the model name and that api_base ends in /v1 (it is {call.api_base})"
-    elif status == 429:
-        hint = "the server is rate limiting: wait, or allow more retries with max_retries=..."
-    elif status >= 500:
-        hint = "the model server failed: try again later"
-    else:
-        hint = "check the request's messages and parameters"
-    return call.error(
-        f"the model server at {call.api_base} answered HTTP {status} for {call.what}"
-        f"{_sync._tries(attempt)}: {upstream}. Hint: {hint}",
-        status_code=status,
-    )
-
-
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:
     try:
-        return await response.content.read(_ERROR_BODY_LIMIT)
+        return await response.content.read(ERROR_BODY_LIMIT)
     except Exception:  # the body is only decoration for the error we are about to raise
         return b""
     finally:
@@ -332,73 +282,24 @@ async def _error_body(response: aiohttp.ClientResponse) -> bytes:
 # -- reading answers ---------------------------------------------------------------------
 
 
-async def _completion(response: aiohttp.ClientResponse, call: _sync._Call) -> ModelResponse:
+async def _completion(response: aiohttp.ClientResponse, call: Call) -> ModelResponse:
     import aiohttp
 
     failure: DispatchError | None = None
     try:
         raw = await response.read()
     except TimeoutError:
-        failure = call.error(
-            f"the model server at {call.api_base} did not finish answering {call.what} within "
-            f"{call.timeout[1]:g} s; raise timeout=... or check the server's load",
-            timeout=True,
-        )
+        failure = call.unfinished_answer()
     except (aiohttp.ClientError, OSError) as exc:
-        failure = call.error(
-            f"the connection to the model server at {call.api_base} broke while reading the "
-            f"answer for {call.what}: {_reason(exc)}"
-        )
+        failure = call.failure(Failure.BROKEN, _reason(exc))
     if failure is not None:
         response.close()
         raise failure
-    body = _parse(raw)
-    if body is _sync._NOT_JSON:
-        raise call.error(
-            f"the model server at {call.api_base} answered {call.what} with a body that is not "
-            f"JSON: {_sync._snippet(raw)}; check that api_base points at an OpenAI-compatible API "
-            f"(ending in /v1)",
-            status_code=response.status,
-        )
-    if isinstance(body, dict) and isinstance(body.get("choices"), list):
-        completion = ModelResponse()
-        _fill(completion, body)
-        return completion
-    if isinstance(body, dict) and "error" in body:
-        raise call.error(
-            f"the model server at {call.api_base} reported an error for {call.what}: "
-            f"{_sync._upstream_message(raw)}",
-            status_code=response.status,
-        )
-    raise call.error(
-        f"the model server at {call.api_base} answered {call.what} with JSON that is not a "
-        f"chat completion (no 'choices' list): {_sync._snippet(raw)}",
-        status_code=response.status,
-    )
-
-
-# Objects are made ObjectDicts while parsing, which costs less than converting the parsed
-# tree afterwards (what ``ModelResponse(data)`` does); the result is the same.
-_new_object = ObjectDict.__new__
-_fill = dict.update
-
-
-def _object(values: dict[str, Any]) -> ObjectDict:
-    made = _new_object(ObjectDict)
-    _fill(made, values)
-    return made
-
-
-def _parse(raw: bytes) -> Any:
-    """``raw`` parsed with every object an :class:`ObjectDict`, or ``_NOT_JSON``."""
-    try:
-        return json.loads(raw, object_hook=_object)
-    except ValueError:
-        return _sync._NOT_JSON
+    return call.completion(raw, response.status)
 
 
 async def _stream_chunks(
-    response: aiohttp.ClientResponse, call: _sync._Call
+    response: aiohttp.ClientResponse, call: Call
 ) -> AsyncGenerator[StreamChunk, None]:
     """Yield each ``data:`` event as a chunk, as soon as it arrives, until ``[DONE]``."""
     import aiohttp
@@ -407,43 +308,24 @@ async def _stream_chunks(
     try:
         if response.content_type == "application/json":
             # The server ignored ``stream`` or reported an error as a plain JSON answer.
-            message = _sync._upstream_message(await _error_body(response))
-            raise call.error(
-                f"the model server at {call.api_base} answered a streaming request for "
-                f"{call.what} with JSON instead of server-sent events: {message}",
-                status_code=response.status,
-            )
+            raise call.json_instead_of_events(await _error_body(response), response.status)
         async for data in _sse_data(response.content):
-            if data == b"[DONE]":
+            if data == DONE:
                 await _drain(response)
                 return
-            chunk = _sync._chunk(data, call)
-            choices = chunk.get("choices")
-            if isinstance(choices, list) and any(
-                isinstance(c, dict) and c.get("finish_reason") for c in choices
-            ):
-                finished = True
+            chunk = call.chunk(data)
+            finished = finished or is_final(chunk)
             yield chunk
     except DispatchError:
-        raise
+        raise  # already ours; an UpstreamTimeoutError must not be caught as a TimeoutError
     except TimeoutError:
-        failure = call.error(
-            f"the model server at {call.api_base} went silent for more than "
-            f"{call.timeout[1]:g} s while streaming {call.what}; raise timeout=...",
-            timeout=True,
-        )
+        failure = call.stream_silent()
     except (aiohttp.ClientError, OSError) as exc:
-        failure = call.error(
-            f"the stream from the model server at {call.api_base} for {call.what} broke: "
-            f"{_reason(exc)}"
-        )
+        failure = call.stream_broken(_reason(exc))
     else:
         if finished:
             return
-        failure = call.error(
-            f"the stream from the model server at {call.api_base} for {call.what} ended "
-            f"before the answer was complete (no finish_reason and no 'data: [DONE]')"
-        )
+        failure = call.stream_unfinished()
     finally:
         # A no-op after _drain released the connection to the pool.
         response.close()
@@ -457,7 +339,7 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
     because a server may also keep it open, and then the connection is closed instead.
     """
     try:
-        async with asyncio.timeout(_DRAIN_TIMEOUT):
+        async with asyncio.timeout(DRAIN_TIMEOUT):
             for _ in range(4):
                 if not await response.content.readany():
                     response.release()
@@ -467,19 +349,10 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 
 
 async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The payload of each ``data:`` line of a server-sent event stream, as it arrives.
-
-    Comments, ``event:``/``id:``/``retry:`` fields and blank lines carry nothing a chat
-    completion needs and are skipped.
-    """
-    pending = b""
+    """The payload of each ``data:`` line of a server-sent event stream, as it arrives."""
+    lines = EventLines()
     while block := await content.readany():
-        pending += block
-        if b"\n" not in block:
-            continue
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield _sync._strip_data(line)
-    if pending.startswith(b"data:"):
-        yield _sync._strip_data(pending)
+        for data in lines.feed(block):
+            yield data
+    for data in lines.end():
+        yield data
