@@ -113,8 +113,14 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: per-call cost against plain Jinja2, import time, the Bitbucket source."""
-    session.install(*_all_packages(), "jinja2")
-    session.run("python", "bench/bench_core.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
-    session.run("python", "bench/bench_bitbucket.py", *session.posargs)
-    session.run("python", "bench/bench_proxy.py", *session.posargs)
+    """Benchmarks side by side with LiteLLM and the floor: bench/REPORT.md, results.json, plots."""
+    session.install(*_all_packages(), "matplotlib", "uv")
+    session.run(
+        "python",
+        "-m",
+        "bench",
+        "--litellm-venv",
+        str(ROOT / ".nox" / "bench-litellm"),
+        *session.posargs,
+        env={"PYTHONHASHSEED": "0"},
+    )
