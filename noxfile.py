@@ -124,3 +124,38 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         env={"PYTHONHASHSEED": "0"},
     )
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """The security suite with 5,000 fuzz inputs per parser and every fault case."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"), *_all_packages())
+    session.run(
+        "pytest",
+        "tests/security",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={
+            "PROMPTDOCK_FUZZ_EXAMPLES": "5000",
+            "PROMPTDOCK_SECURITY_FULL": "1",
+            "PROMPTDOCK_FIGURES": "security-figures.json",
+        },
+    )
+
+
+@nox.session(default=False)
+def load(session: nox.Session) -> None:
+    """The proxy under 50,000 requests at concurrency 64 with a push in the middle."""
+    session.install(*_all_packages())
+    session.run(
+        "python",
+        "bench/load_proxy.py",
+        "--requests",
+        "50000",
+        "--concurrency",
+        "64",
+        "--json",
+        "load-figures.json",
+        *session.posargs,
+    )

@@ -676,3 +676,19 @@ def test_limits_given_as_strings_are_numbers(tmp_path: Path) -> None:
     assert config.max_request_size_mb is None
     assert config.team_keys == ()
     assert config.webhook_secret is None
+
+
+def test_hostile_yaml_is_a_config_error(tmp_path: Path) -> None:
+    laughs = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    laughs += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 7)]
+    cases = {
+        "model_list: " + "[" * 400 + "]" * 400 + "\n": "nested too deeply",
+        "&a x: &a y\n": "the anchor &a is defined twice",
+        "litellm_settings:\n  x: 1\n" + "\n".join(laughs) + "\n": "alias bomb",
+        "litellm_settings:\n  x: " + "[" * 70 + "]" * 70 + "\n": "nested more than 64 levels",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

@@ -308,8 +308,11 @@ def test_other_yaml_versions_are_rejected() -> None:
 
 
 def test_excessive_nesting_is_an_error() -> None:
-    err = syntax_error(fm("a: " + "[" * 200 + "]" * 200 + "\n"))
-    assert "maximum depth" in str(err)
+    err = syntax_error(fm("a: " + "[" * 200 + "]" * 200 + "\n"), path="deep.prompt")
+    assert str(err) == (
+        "deep.prompt:2:67: the frontmatter nests lists and mappings more than 64 levels deep; "
+        "flatten it"
+    )
 
 
 @pytest.mark.parametrize(
@@ -662,3 +665,43 @@ def test_any_text_parses_or_raises_prompt_syntax_error(text: str | bytes) -> Non
         outcome = exc
     # Anything else (KeyError, ruamel's own errors, RecursionError...) fails the test.
     assert isinstance(outcome, PromptFile) or str(outcome)
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "x" * 2_097_153,
+            "big.prompt: the file is 2097153 characters long, more than the limit of 2097152; "
+            "a prompt should not be this large: pass long content as a variable, or split the "
+            "file with {% include %}",
+        ),
+        (
+            b"x" * 2_097_153,
+            "big.prompt: the file is 2097153 bytes long, more than the limit of 2097152; a "
+            "prompt should not be this large: pass long content as a variable, or split the file "
+            "with {% include %}",
+        ),
+    ],
+)
+def test_a_file_over_2_mib_is_refused_before_parsing(text: str | bytes, message: str) -> None:
+    err = syntax_error(text, path="big.prompt")
+    assert str(err) == message
+    assert err.path == "big.prompt"
+
+
+def test_a_file_of_exactly_2_mib_is_read() -> None:
+    assert len(parse_prompt("x" * 2_097_152).body) == 2_097_152
+
+
+def test_a_frontmatter_over_32_kib_is_refused_naming_its_line() -> None:
+    err = syntax_error(fm("a: '" + "x" * 33_000 + "'\n"), path="big.prompt")
+    assert str(err) == (
+        "big.prompt:1: the frontmatter is 33006 characters long, more than the limit of 32768; "
+        "move large content out of it (a long schema or text belongs in an included file or a "
+        "variable)"
+    )
+    assert err.line == 1

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -66,6 +67,11 @@ __all__ = [
     "missing_env",
     "unresolved_env",
 ]
+
+MAX_DEPTH = 64
+"""How deeply a config may nest mappings and lists."""
+MAX_VALUES = 50_000
+"""How many values a config may hold once YAML aliases are expanded."""
 
 ENV_PREFIX = "os.environ/"
 """A string value starting with this names an environment variable (LiteLLM's convention)."""
@@ -288,6 +294,7 @@ class _Reader:
         self.lines: dict[str, int] = {}
         self.unresolved: list[tuple[str, str]] = []
         self.unused: list[str] = []
+        self.values = 0
 
     def fail(self, key: str, problem: str) -> ConfigError:
         line = self.line_of(key)
@@ -299,10 +306,23 @@ class _Reader:
 
     # -- tree -> plain values ------------------------------------------------------------
 
-    def plain(self, node: Any, path: str) -> Any:
+    def plain(self, node: Any, path: str, depth: int = 0) -> Any:
         from ruamel.yaml.comments import CommentedMap, CommentedSeq
         from ruamel.yaml.scalarbool import ScalarBoolean
 
+        self.values += 1
+        if self.values > MAX_VALUES:
+            # Aliases are shared in the tree but copied here: refuse exponential expansion.
+            raise self.fail(
+                path or "(root)",
+                f"the config holds more than {MAX_VALUES:,} values once YAML aliases are "
+                f"expanded (an alias bomb?); write it out without nested aliases",
+            )
+        if depth > MAX_DEPTH and isinstance(node, CommentedMap | CommentedSeq):
+            raise self.fail(
+                path or "(root)",
+                f"nested more than {MAX_DEPTH} levels deep; flatten the structure",
+            )
         if isinstance(node, CommentedMap):
             out: dict[str, Any] = {}
             for key, value in node.items():
@@ -310,7 +330,7 @@ class _Reader:
                 # A key merged in with "<<" has no line of its own; it uses its mapping's.
                 with contextlib.suppress(KeyError, TypeError):
                     self.lines[key_path] = node.lc.key(key)[0] + 1
-                out[str(key)] = self.plain(value, key_path)
+                out[str(key)] = self.plain(value, key_path, depth + 1)
             return out
         if isinstance(node, CommentedSeq):
             items = []
@@ -318,7 +338,7 @@ class _Reader:
                 item_path = f"{path}[{index}]"
                 with contextlib.suppress(KeyError, TypeError):
                     self.lines[item_path] = node.lc.item(index)[0] + 1
-                items.append(self.plain(value, item_path))
+                items.append(self.plain(value, item_path, depth + 1))
             return items
         if isinstance(node, bool | ScalarBoolean):
             return bool(node)
@@ -385,13 +405,27 @@ def _kind(value: Any) -> str:
 def _read_yaml(display: str, text: str) -> Any:
     from ruamel.yaml import YAML
     from ruamel.yaml.constructor import DuplicateKeyError
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     # Round-trip mode keeps each key's line for error messages; values are converted to plain
     # Python types right after, so nothing downstream sees ruamel's types.
+    from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
+
     yaml = YAML(typ="rt")
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReusedAnchorWarning)
+            return yaml.load(text)
+    except ReusedAnchorWarning as exc:
+        found = re.search(r"duplicate anchor '([^']*)'", str(exc))
+        name = f" &{found.group(1)}" if found else ""
+        raise ConfigError(
+            f"{display}: invalid YAML: the anchor{name} is defined twice; give each anchor "
+            f"its own name"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{display}: invalid YAML: nested too deeply to read; flatten the structure"
+        ) from None
     except DuplicateKeyError as exc:
         # The library's message quotes both values, which may be secrets: name the key only.
         mark = exc.problem_mark

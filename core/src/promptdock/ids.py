@@ -37,6 +37,10 @@ _PLAIN_ID = re.compile(
 # No leading zeros: "x.v01" is an id of its own, so every version has exactly one file name.
 _VERSION_SUFFIX = re.compile(r"^(?P<base>.+)\.v(?P<version>0|[1-9][0-9]{0,8})$")
 _FORBIDDEN_CHARS = frozenset('\\:*?"<>|%')
+# Unicode categories no file name needs: controls (C1 too, such as U+0085), format characters
+# (zero-width, bidi overrides: two ids that look the same must be the same id), lone
+# surrogates (not text: a file system would store their raw bytes), and line separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def _refuse(prompt_id: str, why: str, source: str | None) -> UnsafePromptIdError:
@@ -54,8 +58,11 @@ def check_prompt_id(prompt_id: object, *, source: str | None = None) -> str:
 
     Refused: empty ids, absolute paths, drive letters, backslashes, ``%`` (ids are never
     URL-encoded, so ``%2e%2e`` is refused rather than decoded), NUL and other control
-    characters, ``.``/``..`` and hidden (``.x``) segments, empty segments (``a//b``, a trailing
-    ``/``), ids that change under Unicode NFC normalisation, and ids over 512 characters.
+    characters (C1 too), invisible format characters (zero-width, bidi overrides), lone
+    surrogates, line and paragraph separators, ``.``/``..`` and hidden (``.x``) segments,
+    segments that NFKC folds to dots (full-width ``..``), empty segments (``a//b``, a
+    trailing ``/``), ids that change under Unicode NFC normalisation, and ids over 512
+    characters.
 
     :raises UnsafePromptIdError: with the reason and the expected shape.
     """
@@ -75,6 +82,14 @@ def check_prompt_id(prompt_id: object, *, source: str | None = None) -> str:
         )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in prompt_id):
         raise _refuse(prompt_id, "it contains a control character (NUL, newline, ...)", source)
+    hidden = next((ch for ch in prompt_id if unicodedata.category(ch) in _HIDDEN), None)
+    if hidden is not None:
+        raise _refuse(
+            prompt_id,
+            f"it contains U+{ord(hidden):04X}, a control, invisible, line-separator or "
+            "surrogate character",
+            source,
+        )
     bad = sorted(set(prompt_id) & _FORBIDDEN_CHARS)
     if bad:
         raise _refuse(prompt_id, f"it contains {' '.join(bad)}", source)

@@ -199,11 +199,15 @@ class RenderOptions:
     :ivar reject_role_lines: a variable value containing a role line (``System: ...``) raises
         :class:`~promptdock.InputValidationError` instead of being kept inert inside its message.
     :ivar max_output_chars: the rendered text may not exceed this many characters.
+    :ivar max_render_seconds: a render taking longer is stopped with
+        :class:`~promptdock.TemplateSecurityError`; ``None`` means
+        ``promptdock.rendering.MAX_RENDER_SECONDS`` (1 s).
     """
 
     strict_undefined: bool = False
     reject_role_lines: bool = False
     max_output_chars: int = 1_000_000
+    max_render_seconds: float | None = None
 
 
 DEFAULT_RENDER_OPTIONS = RenderOptions()

@@ -41,6 +41,10 @@ YAML is read as YAML 1.2 with ruamel.yaml's safe loader. Duplicate keys, non-str
 and aliases (a YAML bomb needs them), merge keys, non-standard tags and ``%YAML`` directives for
 other versions are errors. Timestamps stay the strings written, so every value is plain JSON
 data (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``).
+
+Limits, so a hostile file is refused quickly: a file of more than 2 MiB (characters, or bytes
+before decoding), a frontmatter of more than 32 KiB, and YAML nested more than 64 levels deep
+are errors.
 """
 
 from __future__ import annotations
@@ -126,6 +130,10 @@ _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _TIMESTAMP = _TAG + "str", _TAG + "null", _TAG + "timestamp"
 _CONSTRUCTED = frozenset({_TAG + "bool", _TAG + "int", _TAG + "float"})
 _YAML_MAX_DEPTH = 64
+# Parsing is not free (pure-Python YAML reads about 100 KB/s): a file pushed to a prompt
+# repository must not be able to stall the process that loads it.
+_MAX_FILE_CHARS = 2 * 1024 * 1024
+_MAX_FRONTMATTER_CHARS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -264,6 +272,11 @@ def _load_yaml(yaml_text: str, where: _Where) -> tuple[dict[str, Any], dict[tupl
             f"invalid YAML in frontmatter: {problem}; fix the YAML between the '---' lines "
             "(values containing ': ' or starting with a special character need quotes)"
         )
+        if "maximum depth" in problem:  # ruamel's advice (raise max_depth) is not the user's
+            message = (
+                f"the frontmatter nests lists and mappings more than {_YAML_MAX_DEPTH} levels "
+                "deep; flatten it"
+            )
         raise (where.at(mark, message) if mark is not None else where.error(message)) from None
     except YAMLError as exc:
         raise _reader_error(exc, yaml_text, where) from None
@@ -572,6 +585,14 @@ def parse_prompt(
     """
     prompt_id = name or "<string>"
     location = path or prompt_id
+    if len(text) > _MAX_FILE_CHARS:
+        unit = "bytes" if isinstance(text, bytes) else "characters"
+        raise PromptSyntaxError(
+            f"{location}: the file is {len(text)} {unit} long, more than the limit of "
+            f"{_MAX_FILE_CHARS}; a prompt should not be this large: pass long content as a "
+            "variable, or split the file with {% include %}",
+            path=location,
+        )
     if isinstance(text, bytes):
         text = _decode(text, location)
     split = split_frontmatter(text, path=location)
@@ -580,6 +601,13 @@ def parse_prompt(
     warnings: tuple[str, ...] = ()
     if split.yaml_text is not None:
         where = _Where(location, split.yaml_line)
+        if len(split.yaml_text) > _MAX_FRONTMATTER_CHARS:
+            raise where.error(
+                f"the frontmatter is {len(split.yaml_text)} characters long, more than the "
+                f"limit of {_MAX_FRONTMATTER_CHARS}; move large content out of it (a long "
+                "schema or text belongs in an included file or a variable)",
+                split.yaml_line - 1,
+            )
         frontmatter, lines = _load_yaml(split.yaml_text, where)
         lifter = _Lifter(frontmatter, lines, where)
         fields = lifter.lift(prompt_id)

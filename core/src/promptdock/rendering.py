@@ -17,6 +17,19 @@ line must be written as template text (or come from an include), never produced 
 expression. The private characters U+E000 and U+E001 are reserved: U+E001 is dropped from
 values and U+E000 in a value comes out as a newline.
 
+**Every render is bounded in memory and time.** Operations that could build a huge value in
+one step (``*``, ``+``, ``~``, ``%``, ``str.format``, ``replace``, ``join``, widths...) are
+refused when the value would pass the size limit. Everything else a template does is counted
+against a per-render work budget: each loop step (plus the literal text its body writes), each
+call and filter (plus the size of what it returns), each slice and each printed value. The
+clock is read every :data:`_CLOCK_EVERY` units of work, so a render stops shortly after its time
+limit: at most the time of that much work later. The budget lives in a thread-local that
+:func:`render_prompt` resets, because included templates, macros and loops all run on the
+rendering thread. Compiling is bounded too: see :data:`_MAX_TAGS`.
+
+A filter block (``{% filter ... %}``) prints its result like a value: its output is inert, as
+the filter may have turned a value's text into new lines.
+
 Jinja2 is imported on the first render, not with this module, so tools that never render (a
 prompt listing) do not pay for it.
 """
@@ -28,9 +41,11 @@ import functools
 import json
 import re
 import threading
+import time
 import unicodedata
 import weakref
 from collections.abc import Callable, Mapping
+from types import BuiltinMethodType, CodeType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -51,7 +66,7 @@ if TYPE_CHECKING:
     from jinja2 import Environment, Template
     from jinja2.exceptions import TemplateSyntaxError
 
-__all__ = ["hookimpl", "render", "render_prompt", "split_messages"]
+__all__ = ["MAX_RENDER_SECONDS", "hookimpl", "render", "render_prompt", "split_messages"]
 
 hookimpl = pluggy.HookimplMarker("promptdock")
 """The ``promptdock`` hook marker (the same one :mod:`promptdock` re-exports)."""
@@ -60,10 +75,28 @@ _NEWLINE = "\ue000"  # a newline inside a printed value
 _VALUE = "\ue001"  # the start of a printed value: never the start of a role line
 
 _MAX_REPEAT = 1_000_000  # longest str/list a template may build with `*`
-_MAX_POWER_BITS = 100_000  # largest int a template may build with `**`
+_MAX_POWER_BITS = 100_000  # largest int a template may build with `**` or `*`
+_MAX_RANGE = 100_000  # longest range() a template may ask for (Jinja's own sandbox limit)
+_MAX_LIPSUM_WORDS = 100_000  # lipsum(n, max=...) may write at most n * max words
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_FORMAT_METHODS = frozenset({"format", "format_map"})
 _WIDTH = re.compile(r"[0-9]{7,}")  # a width or precision of a million or more in a format
+
+MAX_RENDER_SECONDS = 1.0
+"""Seconds one render may take before it is stopped with TemplateSecurityError.
+
+Used unless the render's :class:`~promptdock.models.RenderOptions` sets ``max_render_seconds``
+(a field it may gain; ``None`` there means this default)."""
+
+_WORK_PER_OUTPUT_CHAR = 8  # the work budget is this many units per allowed output character...
+_MIN_WORK = 1_000_000  # ...and never less than this
+_ITEM_COST = 8  # a list, tuple or dict slot costs as much work as 8 characters (a pointer)
+_CLOCK_EVERY = 100  # units of work between two looks at the clock
+# Compiling is bounded too, so a pushed file cannot stall the process that compiles it: tags
+# are counted before parsing, template nodes and nesting after it. (Jinja2's optimizer is off:
+# its constant folding costs the cube of an expression's depth at compile time.)
+_MAX_TAGS = 2_000
+_MAX_NODES = 10_000
+_MAX_NESTING = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,9 +118,13 @@ def render_prompt(
     :raises InputValidationError: a variable is missing or has the wrong type, or (with
         ``reject_role_lines``) a value contains a role line.
     :raises PromptSyntaxError: the body (or an included file) is not valid Jinja2.
-    :raises TemplateSecurityError: the template tried something the sandbox forbids.
+    :raises TemplateSecurityError: the template tried something the sandbox forbids, built
+        a value over the size limit, or exceeded the work budget or the time limit
+        (:data:`MAX_RENDER_SECONDS`).
     :raises RenderError: the template failed, or the text exceeds ``max_output_chars``.
     """
+    # Set before compiling: constant folding at compile time already charges the budget.
+    _start_budget(options)
     state = _compiled(prompt, options.strict_undefined)
     values = {**prompt.input_defaults, **variables} if prompt.input_defaults else variables
     if state.validate is not None:
@@ -143,6 +180,101 @@ def render(
 
 
 # ---------------------------------------------------------------------------------------------
+# Limits: the work budget and the clock
+
+
+class _LimitExceeded(Exception):
+    """A render used up its work budget or its time; the message says which and how to fix it."""
+
+
+class _Budget:
+    """What the render running on one thread may still do. A thread's budget, before its
+    first render, has no limit, so compiling outside a render is never refused."""
+
+    __slots__ = ("cap", "check_at", "deadline", "left", "options", "work")
+
+    def __init__(self) -> None:
+        self.left = 1 << 62  # units of work left
+        self.check_at = -(1 << 62)  # look at `left` and the clock when `left` drops below this
+        self.deadline = 0.0  # time.monotonic() at which to stop; 0: the clock has not started
+        self.options: RenderOptions | None = None
+        self.work = _MIN_WORK  # the whole budget, for messages
+        self.cap = _MAX_REPEAT  # the largest str or list one operation may build
+
+    def seconds(self) -> float:
+        """The render time limit: the options' ``max_render_seconds`` when set, else
+        :data:`MAX_RENDER_SECONDS`."""
+        if _OPTIONS_HAVE_SECONDS:
+            chosen = getattr(self.options, "max_render_seconds", None)
+            if chosen is not None:
+                return float(chosen)
+        return MAX_RENDER_SECONDS
+
+
+class _ThreadBudget(threading.local):
+    # One plain object per thread: a thread-local attribute costs several times a plain one,
+    # so the hot paths read `_local.budget` once and work on the object.
+    def __init__(self) -> None:
+        self.budget = _Budget()
+
+
+_local = _ThreadBudget()
+
+# RenderOptions is the lead's file: use its time limit field once it has one.
+_OPTIONS_HAVE_SECONDS = "max_render_seconds" in RenderOptions.__dataclass_fields__
+
+
+def _start_budget(options: RenderOptions) -> None:
+    budget = _local.budget
+    if budget.options is not options:
+        budget.options = options
+        budget.work = max(_MIN_WORK, options.max_output_chars * _WORK_PER_OUTPUT_CHAR)
+        budget.cap = max(_MAX_REPEAT, options.max_output_chars)
+    budget.left = work = budget.work
+    budget.check_at = work - _CLOCK_EVERY
+    # The clock starts at the first checkpoint, so a small render never reads it; what runs
+    # before that point is at most _CLOCK_EVERY units of work, or one operation.
+    budget.deadline = 0.0
+
+
+def _charge(units: int) -> None:
+    """Spend ``units`` of the current render's work."""
+    budget = _local.budget
+    left = budget.left - units
+    budget.left = left
+    if left < budget.check_at:
+        _checkpoint(budget)
+
+
+def _checkpoint(budget: _Budget) -> None:
+    if budget.left < 0:
+        raise _LimitExceeded(
+            f"the template did more work than a render may do ({budget.work} units: loop steps, "
+            "calls, and the characters it builds or prints); look for loops over large values "
+            "or nested loops, or raise RenderOptions.max_output_chars (the budget grows with it)"
+        )
+    now = time.monotonic()
+    if not budget.deadline:
+        budget.deadline = now + budget.seconds()
+    elif now > budget.deadline:
+        raise _LimitExceeded(
+            f"rendering was stopped after {budget.seconds():g} s, its time limit; look for loops "
+            "over large values, nested loops or recursive macros"
+        )
+    budget.check_at = budget.left - _CLOCK_EVERY
+
+
+def _size(value: Any) -> int:
+    """The work a new value represents: its characters, or its slots times :data:`_ITEM_COST`."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is list or kind is tuple or kind is dict:
+        return _ITEM_COST * len(value)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Role splitting
 
 
@@ -184,10 +316,15 @@ def _plain(text: str) -> str:
 
 
 def _neutralise(value: Any) -> str:
-    """``finalize`` hook: make a printed value unable to start a role line."""
+    """``finalize`` hook: make a printed value unable to start a role line (and charge it)."""
     text = value if type(value) is str else str(value)
     if not text:
         return text
+    budget = _local.budget  # _charge(len(text)), inlined: this runs for every printed value
+    left = budget.left - len(text)
+    budget.left = left
+    if left < budget.check_at:
+        _checkpoint(budget)
     if _VALUE in text:
         text = text.replace(_VALUE, "")
         if not text:
@@ -203,12 +340,43 @@ def _neutralise(value: Any) -> str:
 # reject_role_lines
 
 
-_INVISIBLE: dict[int, str | None] = {
-    ord(c): None for c in "\u00ad\u180e\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff"
-}
-_INVISIBLE.update({ord(c): ":" for c in "\u0589\u05c3\u02f8\u2236\ua789"})  # colon look-alikes
+def _code_points(*spans: tuple[int, int]) -> list[int]:
+    return [point for first, last in spans for point in range(first, last + 1)]
+
+
+# Characters that draw nothing (format controls, joiners, variation selectors, tag characters,
+# Hangul fillers): removed before looking for a role line, so "Sys\u200btem:" is found.
+_INVISIBLE: dict[int, str | None] = dict.fromkeys(
+    _code_points(
+        (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+        (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+        (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+        (0xFFA0, 0xFFA0), (0xE0000, 0xE007F), (0xE0100, 0xE01EF),
+    )
+)  # fmt: skip
+# Colon look-alikes NFKC leaves alone (it folds the full-width U+FF1A and small U+FE55 itself).
+_INVISIBLE.update(
+    dict.fromkeys(
+        map(ord, "\u02d0\u02f8\u0589\u05c3\u0703\u0704\u1365\u16ec\u205a\u2236\ua4fd\ua789"), ":"
+    )
+)
+# The renderer's private markers: U+E000 in a value comes out as a newline.
+_INVISIBLE.update({ord(_NEWLINE): "\n", ord(_VALUE): None})
+# Latin look-alikes from other scripts (Cyrillic, Greek, small capitals), applied after NFKC
+# (which already folds full-width and mathematical letters): a Cyrillic "System:" is found.
+_LOOK_ALIKES = str.maketrans(
+    "аспеіјӏоԁрѕтуһхАВСЕНІЈКМОРЅТХУαινορτυΑΒΕΗΙΚΜΝΟΡΤΥΧᴀᴇɪᴍɴʀꜱᴛᴜʏ",
+    "acpeijlodpstyhxABCEHIJKMOPSTXYainoptuABEHIKMNOPTYXAEIMNRSTUY",
+)
 _ROLE_LIKE = re.compile(
     r"[\s#>*_`~-]*(?:system|user|assistant|developer)[*_`~]*\s*(?:\[[^\]]*\])?[*_`~]*\s*:",
+    re.IGNORECASE,
+)
+# Control tokens of common chat templates: a model that sees them as text may take them for
+# a turn boundary, wherever they appear in a line.
+_CHAT_TOKEN = re.compile(
+    r"<\|(?:im_start|im_end|im_sep|system|user|assistant|endoftext|start_header_id"
+    r"|end_header_id|eot_id)\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>",
     re.IGNORECASE,
 )
 _MAX_DEPTH = 32
@@ -217,10 +385,10 @@ _MAX_DEPTH = 32
 def _role_like_line(text: str) -> str | None:
     """The first line of ``text`` that would read as a role line to a person or a model."""
     # NFKC folds full-width letters and colons (U+FF1A) to ASCII; splitlines() breaks at \r,
-    # U+2028, U+2029 and U+0085 as well as \n.
-    cleaned = unicodedata.normalize("NFKC", text.translate(_INVISIBLE))
+    # U+2028, U+2029, U+0085, \v, \f and \x1c-\x1e as well as \n.
+    cleaned = unicodedata.normalize("NFKC", text.translate(_INVISIBLE)).translate(_LOOK_ALIKES)
     for line in cleaned.splitlines():
-        if _ROLE_LIKE.match(line):
+        if _ROLE_LIKE.match(line) or _CHAT_TOKEN.search(line):
             return line
     return None
 
@@ -377,21 +545,335 @@ def _json_filter(value: Any, indent: int | None = None) -> str:
 
     if indent is None:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=fallback)
-    return json.dumps(value, ensure_ascii=False, indent=indent, default=fallback)
+    return _indented_json(value, indent, "the 'json' filter", ensure_ascii=False, default=fallback)
+
+
+def _indented_json(value: Any, indent: Any, what: str, **options: Any) -> str:
+    # Indentation repeats on every line and grows with depth: there is no size to check up
+    # front, so the text is built piece by piece and dropped once it passes the limit.
+    cap = _local.budget.cap
+    size = 0
+    parts = []
+    for part in json.JSONEncoder(indent=indent, **options).iterencode(value):
+        size += len(part)
+        if size > cap:
+            raise _Refused(f"{what} would build over {cap} characters of JSON")
+        parts.append(part)
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Size checks: refuse an operation before it builds a value over the limit
+
+
+class _Refused(Exception):
+    """An operation the sandbox refuses before doing it, because of what it would build."""
+
+
+def _check_built(size: int, what: str, kind: str = "str") -> None:
+    if size <= _MAX_REPEAT:  # the limit is never lower: no need to look it up
+        return
+    cap = _local.budget.cap
+    if size > cap:
+        unit = "characters" if kind == "str" else "items"
+        raise _Refused(f"{what} would build a {kind} of {size} {unit}; the limit is {cap}")
+
+
+def _check_sizes(args: Any, kwargs: Mapping[str, Any], what: str) -> None:
+    for value in (*args, *kwargs.values()):
+        if type(value) is int and value > _MAX_REPEAT:
+            raise _Refused(f"{what} with a width of {value}; the limit is {_MAX_REPEAT}")
+
+
+def _check_widths(fmt: str, what: str) -> None:
+    for match in _WIDTH.finditer(fmt):
+        if int(match.group()) > _MAX_REPEAT:
+            raise _Refused(f"{what} with a width of {match.group()}; the limit is {_MAX_REPEAT}")
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else str(value)
+
+
+def _check_format(fmt: str, values: Any, marker: str, what: str) -> None:
+    """A format with ``n`` fields writes each field's value at most once per field: refuse
+    ``"%s%s%s" % big``-style repetition (widths are checked by :func:`_check_widths`)."""
+    _check_widths(fmt, what)
+    fields = fmt.count(marker)
+    if not fields:
+        return
+    if isinstance(values, Mapping):
+        values = values.values()
+    elif type(values) is not tuple:
+        values = (values,)
+    longest = max((len(_text(value)) for value in values), default=0)
+    _check_built(len(fmt) + fields * longest, what)
+
+
+def _check_join(items: Any, separator: str, what: str) -> Any:
+    """Refuse a join that would build too much; returns the items (an iterator is read into a
+    list first, so its length is known and it is consumed only once)."""
+    if type(items) is not list and type(items) is not tuple and type(items) is not str:
+        items = list(items)
+        _charge(_size(items))
+    cap = _local.budget.cap
+    total = len(separator) * max(len(items) - 1, 0)
+    for item in items:
+        if total > cap:  # no need to measure the rest
+            raise _Refused(
+                f"{what} would build a str of over {total} characters; the limit is {cap}"
+            )
+        total += len(item) if type(item) is str else len(str(item))
+    _check_built(total, what)
+    return items
+
+
+def _check_replace(text: str, old: Any, new: Any, count: Any, what: str) -> None:
+    if type(old) is not str or type(new) is not str or len(new) <= len(old):
+        return
+    times = len(text) + 1 if not old else text.count(old)
+    if type(count) is int and 0 <= count < times:
+        times = count
+    _check_built(len(text) + times * (len(new) - len(old)), what)
+
+
+def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _check_str_method(
+    text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    """Check a ``str`` method call that can build a larger string; returns the arguments to
+    call it with (``join``'s iterable read into a list)."""
+    what = f"str.{name}()"
+    if name in _WIDTH_METHODS:
+        _check_sizes(args, kwargs, what)
+        if name == "expandtabs":
+            tabsize = _arg(args, kwargs, 0, "tabsize")
+            width = 8 if tabsize is None else tabsize
+            if type(width) is int and width > 0:
+                _check_built(len(text) + text.count("\t") * width, what)
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(text, args[0], args[1], _arg(args, kwargs, 2, "count"), what)
+    elif name == "join" and len(args) == 1:
+        return (_check_join(args[0], text, what),)
+    return args
+
+
+# Filters that can build a value larger than their input: each check gets the call's arguments
+# (``at`` is the index of the filtered value: 1 for filters that take the environment first)
+# and returns the arguments to call the filter with.
+_FilterCheck = Callable[[tuple[Any, ...], dict[str, Any], int, str], tuple[Any, ...]]
+
+
+def _filter_widths(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    _check_sizes(args[at + 1 :], kwargs, f"the {name!r} filter")
+    return args
+
+
+def _filter_format(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    _filter_widths(args, kwargs, at, name)
+    fmt = args[at] if len(args) > at else None
+    if isinstance(fmt, str):
+        _check_format(fmt, kwargs or tuple(args[at + 1 :]), "%", f"the {name!r} filter")
+    return args
+
+
+def _filter_indent(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    _filter_widths(args, kwargs, at, name)
+    text, width = _arg(args, kwargs, at, "s"), _arg(args, kwargs, at + 1, "width")
+    width = 4 if width is None else width
+    width = width if type(width) is int else len(_text(width))
+    if isinstance(text, str):
+        _check_built(len(text) + (text.count("\n") + 1) * width, f"the {name!r} filter")
+    return args
+
+
+def _filter_wordwrap(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    _filter_widths(args, kwargs, at, name)
+    text, width = _arg(args, kwargs, at, "s"), _arg(args, kwargs, at + 1, "width")
+    wrap = _arg(args, kwargs, at + 3, "wrapstring")
+    width = 79 if width is None else width
+    if isinstance(text, str) and type(width) is int:
+        breaks = len(text) // max(width, 1) + text.count("\n") + 1
+        _check_built(len(text) + breaks * len(_text(wrap or "\n")), f"the {name!r} filter")
+    return args
+
+
+def _filter_replace(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    text = _arg(args, kwargs, at, "s")
+    old, new = _arg(args, kwargs, at + 1, "old"), _arg(args, kwargs, at + 2, "new")
+    count = _arg(args, kwargs, at + 3, "count")
+    _check_replace(_text(text), old, new, count, f"the {name!r} filter")
+    return args
+
+
+def _filter_join(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    if len(args) <= at:
+        return args
+    separator = _arg(args, kwargs, at + 1, "d")
+    items = _check_join(args[at], _text(separator or ""), f"the {name!r} filter")
+    return (*args[:at], items, *args[at + 1 :])
+
+
+def _filter_tojson(args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str) -> Any:
+    indent = _arg(args, kwargs, at + 1, "indent")
+    if indent is not None and len(args) > at:
+        # Checked by encoding it once, piece by piece; the filter then encodes it again.
+        _indented_json(args[at], indent, f"the {name!r} filter", sort_keys=True)
+    return args
+
+
+_FILTER_CHECKS: dict[str, _FilterCheck] = {
+    "batch": _filter_widths,
+    "center": _filter_widths,
+    "format": _filter_format,
+    "indent": _filter_indent,
+    "join": _filter_join,
+    "replace": _filter_replace,
+    "slice": _filter_widths,
+    "tojson": _filter_tojson,
+    "truncate": _filter_widths,
+    "wordwrap": _filter_wordwrap,
+}
+
+
+def _checked_filter(function: Callable[..., Any], check: _FilterCheck, name: str) -> Any:
+    """``function`` with its size check in front (its result is charged where it is used)."""
+    at = 1 if hasattr(function, "jinja_pass_arg") else 0
+
+    @functools.wraps(function)  # keeps jinja_pass_arg, so Jinja passes the same arguments
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        return function(*check(args, kwargs, at, name), **kwargs)
+
+    return checked
+
+
+def _loop_guard(iterable: Any, weight: int) -> Any:
+    """Wraps every ``{% for %}``'s iterable: each step costs 1 plus the literal text its body
+    writes (``weight``), so loops count against the budget and the clock. A short loop over a
+    sized value is charged at once and runs unwrapped."""
+    cost = 1 + weight
+    kind = type(iterable)
+    if kind is list or kind is tuple or kind is range or kind is dict or kind is str:
+        units = cost * len(iterable)
+        if units < _CLOCK_EVERY:
+            budget = _local.budget
+            left = budget.left - units
+            budget.left = left
+            if left < budget.check_at:
+                _checkpoint(budget)
+            return iterable
+    return _steps(iterable, cost)
+
+
+def _steps(iterable: Any, cost: int) -> Any:
+    budget = _local.budget
+    for item in iterable:
+        left = budget.left - cost
+        budget.left = left
+        if left < budget.check_at:
+            _checkpoint(budget)
+        yield item
+
+
+def _concat_guard(items: list[Any]) -> str:
+    """``a ~ b ~ c``, charged, and refused when over the limit. The string is built first:
+    its operands exist already, so it is at most their number times the limit."""
+    text = "".join(map(str, items))
+    size = len(text)
+    if size > _MAX_REPEAT:
+        _check_built(size, "'~'")
+    budget = _local.budget  # _charge(1 + size), inlined like the other guards: hot paths
+    left = budget.left - 1 - size
+    budget.left = left
+    if left < budget.check_at:
+        _checkpoint(budget)
+    return text
+
+
+def _charge_guard(value: Any) -> Any:
+    """Charges a new value to the budget: the result of a filter or a call, or a slice (Jinja
+    compiles slices to plain Python, past the sandbox's hooks)."""
+    kind = type(value)
+    if kind is str:
+        units = 1 + len(value)
+    elif kind is list or kind is tuple or kind is dict:
+        units = 1 + _ITEM_COST * len(value)
+    else:
+        units = 1
+    budget = _local.budget
+    left = budget.left - units
+    budget.left = left
+    if left < budget.check_at:
+        _checkpoint(budget)
+    return value
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    length = max(0, -((numbers.start - numbers.stop) // numbers.step))
+    if length > _MAX_RANGE:
+        raise _Refused(f"range() of {length} items; the limit is {_MAX_RANGE}")
+    return numbers
+
+
+# Names of the filters the parse step inserts; they contain a space, so no template can name them.
+_LOOP_FILTER = "loop guard"
+_CONCAT_FILTER = "concat guard"
+_CHARGE_FILTER = "charge guard"
+_PRINT_FILTER = "print guard"
+_GUARDS = frozenset({_LOOP_FILTER, _CONCAT_FILTER, _CHARGE_FILTER, _PRINT_FILTER})
+# Filters whose result is a number, a flag, one of their inputs, or a lazy iterator that is
+# charged where it is consumed: their results need no charge guard.
+_UNCHARGED_FILTERS = frozenset(
+    {
+        "abs", "attr", "count", "d", "default", "filesizeformat", "first", "float", "int",
+        "last", "length", "map", "max", "min", "random", "reject", "rejectattr", "round",
+        "select", "selectattr", "sum", "wordcount",
+    }
+)  # fmt: skip
 
 
 @functools.cache
 def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environment]:
     """Import Jinja2 and define the classes that need it, once."""
-    from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, Undefined
+    from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, Undefined, nodes
     from jinja2.exceptions import SecurityError
-    from jinja2.runtime import Context
+    from jinja2.runtime import Context, LoopContext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.utils import generate_lorem_ipsum
 
     class SandboxEnvironment(ImmutableSandboxedEnvironment):
-        """The sandbox, stricter: unsafe attributes fail loudly, huge values are refused."""
+        """The sandbox, stricter: unsafe attributes fail loudly, huge values are refused, and
+        every render is held to a work budget and a time limit."""
 
-        intercepted_binops = frozenset({"*", "**", "%"})
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+            tags = source.count("{{") + source.count("{%")
+            if tags > _MAX_TAGS:  # checked before parsing: parsing is the slow part
+                where = filename or "the template"
+                raise PromptSyntaxError(
+                    f"{where}: the template has {tags} tags ({{{{ }}}} and {{% %}}), more than "
+                    f"the limit of {_MAX_TAGS} that keeps compiling quick; split it into "
+                    "included files",
+                    path=filename,
+                )
+            try:
+                tree = super()._parse(source, name, filename)
+            except RecursionError:
+                raise _too_deep(filename, "Jinja2's parser gave up") from None
+            _guard_tree(tree, filename)
+            tree.set_environment(self)
+            return tree
+
+        def _compile(self, source: str, filename: str) -> CodeType:
+            try:
+                return super()._compile(source, filename)
+            except (RecursionError, SyntaxError) as exc:  # limits of Python's own compiler
+                raise _too_deep(filename, str(getattr(exc, "msg", exc))) from None
 
         def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
             # The stock sandbox returns an undefined that only fails when used further;
@@ -402,19 +884,14 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
 
         def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
             if operator == "*":
-                for seq, times in ((left, right), (right, left)):
-                    if (
-                        isinstance(seq, (str, list, tuple))
-                        and isinstance(times, int)
-                        and len(seq) * times > _MAX_REPEAT
-                    ):
-                        raise SecurityError(
-                            f"'*' would build a {type(seq).__name__} of {len(seq) * times} "
-                            f"items; the limit is {_MAX_REPEAT}"
-                        )
+                _check_multiply(left, right)
+            elif operator == "+":
+                kind = type(left)
+                if kind is type(right) and (kind is str or kind is list or kind is tuple):
+                    _check_built(len(left) + len(right), "'+'", kind.__name__)
             elif operator == "%":
                 if isinstance(left, str):
-                    _check_widths(left, "'%' formatting")
+                    _check_format(left, right, "%", "'%' formatting")
                     if "*" in left:  # "%*d" % (width, value): the width is an argument
                         values = right if isinstance(right, tuple) else (right,)
                         _check_sizes(values, {}, "'%' formatting")
@@ -426,43 +903,142 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
                 and left.bit_length() * right > _MAX_POWER_BITS
             ):
                 raise SecurityError(f"'**' would build an integer over {_MAX_POWER_BITS} bits")
-            return super().call_binop(context, operator, left, right)
+            result = super().call_binop(context, operator, left, right)
+            kind = type(result)
+            if kind is str or kind is list or kind is tuple:  # numbers cost nothing to keep
+                _charge_guard(result)
+            return result
 
         def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-            # Padding methods and format strings take a width: refuse widths that would
-            # build huge strings before they are built.
-            name = getattr(__obj, "__name__", None)
-            if name in _WIDTH_METHODS and isinstance(getattr(__obj, "__self__", None), str):
-                _check_sizes(args, kwargs, f"str.{name}()")
-            return super().call(__context, __obj, *args, **kwargs)
+            # str methods that take a width or repeat their input are checked before they
+            # build anything; every call is charged with the size of what it returns.
+            if type(__obj) is BuiltinMethodType and isinstance(__obj.__self__, str):
+                args = _check_str_method(__obj.__self__, __obj.__name__, args, kwargs)
+            elif type(__obj) is LoopContext and args:
+                # loop(children) in a recursive for: the parse step guarded the first
+                # iterable only.
+                args = (_loop_guard(args[0], 0), *args[1:])
+            # Charging every call, even one returning nothing, bounds recursive macros.
+            return _charge_guard(super().call(__context, __obj, *args, **kwargs))
 
         def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-            # Jinja wraps str.format when it is looked up; check the format's widths there.
+            # Jinja wraps str.format when it is looked up; check the format's widths and
+            # fields against the arguments it is finally called with.
+            wrapped = super().wrap_str_format(value)
             f_self = getattr(value, "__self__", None)
-            if isinstance(f_self, str) and getattr(value, "__name__", None) in _FORMAT_METHODS:
-                _check_widths(f_self, "str.format()")
-            return super().wrap_str_format(value)
+            if wrapped is None or not isinstance(f_self, str):
+                return wrapped
+            name = getattr(value, "__name__", "format")
+            _check_widths(f_self, f"str.{name}()")
 
-    def _check_sizes(args: Any, kwargs: Any, what: str) -> None:
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and value > _MAX_REPEAT:
-                raise SecurityError(f"{what} with a width of {value}; the limit is {_MAX_REPEAT}")
+            def checked(*args: Any, **kwargs: Any) -> str:
+                values = (*args, *kwargs.values())
+                if name == "format_map" and args and isinstance(args[0], Mapping):
+                    values = tuple(args[0].values())
+                _check_format(f_self, values, "{", f"str.{name}()")
+                return wrapped(*args, **kwargs)
 
-    def _check_widths(fmt: str, what: str) -> None:
-        for match in _WIDTH.finditer(fmt):
-            if int(match.group()) > _MAX_REPEAT:
+            return functools.update_wrapper(checked, wrapped)
+
+    def _check_multiply(left: Any, right: Any) -> None:
+        for seq, times in ((left, right), (right, left)):
+            if (
+                isinstance(seq, (str, list, tuple))
+                and isinstance(times, int)
+                and len(seq) * times > _MAX_REPEAT
+            ):
                 raise SecurityError(
-                    f"{what} with a width of {match.group()}; the limit is {_MAX_REPEAT}"
+                    f"'*' would build a {type(seq).__name__} of {len(seq) * times} "
+                    f"items; the limit is {_MAX_REPEAT}"
                 )
+        if (
+            type(left) is int
+            and type(right) is int
+            and left.bit_length() + right.bit_length() > _MAX_POWER_BITS
+        ):
+            raise SecurityError(f"'*' would build an integer over {_MAX_POWER_BITS} bits")
 
-    def _checked_filter(filter_function: Callable[..., Any], name: str) -> Callable[..., Any]:
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            _check_sizes(args[1:], kwargs, f"the {name!r} filter")
-            if name == "format" and args and isinstance(args[0], str):
-                _check_widths(args[0], "the 'format' filter")
-            return filter_function(*args, **kwargs)
+    def _lipsum(*args: Any, **kwargs: Any) -> str:
+        paragraphs, most = _arg(args, kwargs, 0, "n"), _arg(args, kwargs, 3, "max")
+        paragraphs = 5 if paragraphs is None else paragraphs
+        most = 100 if most is None else most
+        if type(paragraphs) is int and type(most) is int and paragraphs * most > _MAX_LIPSUM_WORDS:
+            raise _Refused(
+                f"lipsum() of up to {paragraphs * most} words; the limit is {_MAX_LIPSUM_WORDS}"
+            )
+        return str(generate_lorem_ipsum(*args, **kwargs))
 
-        return checked
+    def _guard_tree(tree: nodes.Template, filename: str | None) -> None:
+        """Route every loop's iterable through the loop guard, every ``~`` through the concat
+        guard, and every slice and filter result through the charge guard, so none of them runs
+        unchecked; refuse templates too big or too deeply nested to compile quickly.
+
+        What an ``{{ }}`` prints directly is charged by ``finalize``: it needs no guard, so
+        ``{{ a ~ b }}`` and ``{{ x|upper }}`` cost nothing extra."""
+        pending: list[tuple[nodes.Node, int]] = [(tree, 0)]
+        charged: set[int] = set()  # nodes already wrapped (the wrapper is visited next)
+        count = 0
+        while pending:
+            node, depth = pending.pop()
+            count += 1
+            if count > _MAX_NODES or depth > _MAX_NESTING:
+                raise _too_complex(filename, node, count > _MAX_NODES)
+            printed = isinstance(node, nodes.Output)
+            # The guards this adds do not count as nesting: the author did not write them.
+            inner = depth if isinstance(node, nodes.Filter) and node.name in _GUARDS else depth + 1
+            for field, value in node.iter_fields():
+                if isinstance(value, nodes.Node):
+                    value = _guarded_node(value, charged, printed)
+                    setattr(node, field, value)
+                    pending.append((value, inner))
+                elif isinstance(value, list):
+                    for index, item in enumerate(value):
+                        if isinstance(item, nodes.Node):
+                            value[index] = item = _guarded_node(item, charged, printed)
+                            pending.append((item, inner))
+
+    def _guarded_node(node: nodes.Node, charged: set[int], printed: bool) -> nodes.Node:
+        if isinstance(node, nodes.For):
+            weight = nodes.Const(_literal_weight(node.body), lineno=node.lineno)
+            node.iter = nodes.Filter(
+                node.iter, _LOOP_FILTER, [weight], [], None, None, lineno=node.iter.lineno
+            )
+        elif isinstance(node, nodes.FilterBlock):
+            # A filter block's output is computed from the values inside it (a `replace` could
+            # turn a value's text into a new line): it is printed like a value, inert.
+            node.filter = nodes.Filter(
+                node.filter, _PRINT_FILTER, [], [], None, None, lineno=node.lineno
+            )
+        elif printed or id(node) in charged:
+            pass
+        elif isinstance(node, nodes.Concat):
+            items = nodes.List(node.nodes, lineno=node.lineno)
+            return nodes.Filter(items, _CONCAT_FILTER, [], [], None, None, lineno=node.lineno)
+        elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Slice)) or (
+            isinstance(node, nodes.Filter)
+            and node.name not in _UNCHARGED_FILTERS
+            and node.name not in _GUARDS
+        ):
+            # A filter's result, or a slice: Jinja compiles slices to plain Python, past the
+            # sandbox's hooks, and a slice is a copy.
+            charged.add(id(node))
+            return nodes.Filter(node, _CHARGE_FILTER, [], [], None, None, lineno=node.lineno)
+        return node
+
+    def _literal_weight(body: list[nodes.Node]) -> int:
+        """Characters of literal text one step of a loop body writes, at most. Nested loops
+        charge their own steps; macro and call-block bodies are charged when called."""
+        total = 0
+        pending = list(body)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, nodes.TemplateData):
+                total += len(node.data)
+            elif isinstance(node, nodes.For):
+                pending.extend(node.else_)
+            elif not isinstance(node, (nodes.Macro, nodes.CallBlock)):
+                pending.extend(node.iter_child_nodes())
+        return total
 
     class NoSourceLoader(BaseLoader):
         """For prompts parsed from a string: there is nowhere to read an include from."""
@@ -500,6 +1076,7 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
         env = SandboxEnvironment(
             autoescape=False,
             keep_trailing_newline=True,
+            optimized=False,
             trim_blocks=False,
             lstrip_blocks=False,
             undefined=StrictUndefined if strict else Undefined,
@@ -507,11 +1084,40 @@ def _environment_factory() -> Callable[[IncludeResolver | None, bool], Environme
             loader=NoSourceLoader() if resolver is None else ResolverLoader(resolver),
         )
         env.filters["json"] = _json_filter
-        for name in ("center", "indent", "format", "wordwrap", "truncate"):
-            env.filters[name] = _checked_filter(env.filters[name], name)
+        for name, check in _FILTER_CHECKS.items():
+            env.filters[name] = _checked_filter(env.filters[name], check, name)
+        env.filters[_LOOP_FILTER] = _loop_guard
+        env.filters[_CONCAT_FILTER] = _concat_guard
+        env.filters[_CHARGE_FILTER] = _charge_guard
+        env.filters[_PRINT_FILTER] = _neutralise
+        env.globals["range"] = _range
+        env.globals["lipsum"] = _lipsum
         return env
 
     return make
+
+
+def _too_deep(filename: str | None, reason: str) -> PromptSyntaxError:
+    where = filename or "the template"
+    return PromptSyntaxError(
+        f"{where}: the template nests blocks or expressions too deeply to compile ({reason}); "
+        "flatten it: fewer {% if %}/{% for %} inside each other, shorter filter chains, fewer "
+        "nested parentheses",
+        path=filename,
+    )
+
+
+def _too_complex(filename: str | None, node: Any, too_many: bool) -> PromptSyntaxError:
+    where = filename or "the template"
+    line = getattr(node, "lineno", None)
+    problem = (
+        f"has more than {_MAX_NODES} expressions and tags, too many to compile quickly; "
+        "split it into included files"
+        if too_many
+        else f"nests blocks and expressions more than {_MAX_NESTING} levels deep at line "
+        f"{line}; flatten it"
+    )
+    return PromptSyntaxError(f"{where}: the template {problem}", path=filename, line=line)
 
 
 def _include_body(text: str) -> tuple[str, int]:
@@ -585,7 +1191,9 @@ def _render_failure(exc: Exception, prompt: PromptFile, state: _Compiled) -> Pro
     if isinstance(exc, TemplateSyntaxError):
         return _syntax_error(exc, prompt, state.body_lines)
     where = f"prompt {prompt.id!r} ({_failing_line(exc, prompt, state)})"
-    if isinstance(exc, SecurityError):
+    if isinstance(exc, _LimitExceeded):
+        return TemplateSecurityError(f"{where}: {exc}")
+    if isinstance(exc, SecurityError | _Refused):
         return TemplateSecurityError(
             f"{where}: the template sandbox refused an operation: {exc}; templates may only "
             "format values, not reach into Python objects or build huge values"

@@ -242,3 +242,12 @@ def test_an_include_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
         promptdock.PromptdockError, match=r"_part\.prompt: included file is not valid"
     ):
         _dock(tmp_path).render("main")
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path, mocker: MockerFixture) -> None:
+    with open(tmp_path / "huge.prompt", "wb") as handle:
+        handle.truncate(folder_module.MAX_FILE_BYTES + 1)  # sparse: no disk space used
+    spy = mocker.spy(folder_module, "parse_prompt")
+    with pytest.raises(PromptSyntaxError, match="more than a prompt may be"):
+        _dock(tmp_path).get_prompt("huge")
+    assert spy.call_count == 0

@@ -90,7 +90,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     """
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(
             400,
             f"the request body is not valid JSON ({exc}); send a JSON object such as "

@@ -199,7 +199,7 @@ def parse_push(body: bytes) -> Push:
     """
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not a push either
         data = None
     repository = data.get("repository") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(repository, dict):

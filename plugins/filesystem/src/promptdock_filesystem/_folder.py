@@ -33,6 +33,10 @@ __all__ = ["PromptFolder"]
 
 _StatKey = tuple[int, int, int]
 
+# parse_prompt refuses prompts over 2 MiB of text; never read a file that could not pass
+# (4 bytes per character at most in UTF-8), so a huge file costs no memory.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+
 
 def _stat_key(path: str) -> _StatKey | None:
     try:
@@ -153,6 +157,7 @@ class PromptFolder:
             directory_key = None
         real = self._inside(path, prompt_id)
         file_key = _stat_key(real)
+        self._check_size(real, file_key)
         try:
             with open(real, "rb") as handle:
                 data = handle.read()
@@ -237,6 +242,14 @@ class PromptFolder:
             suggestions=suggestions,
         )
 
+    def _check_size(self, path: str, key: _StatKey | None) -> None:
+        if key is not None and key[1] > MAX_FILE_BYTES:
+            raise PromptSyntaxError(
+                f"{self._display(path)}: the file is {key[1]:,} bytes, more than a prompt may be "
+                f"({MAX_FILE_BYTES:,}); pass long content as a variable instead",
+                path=self._display(path),
+            )
+
     # -- includes ------------------------------------------------------------------------
 
     def resolve_include(self, name: str) -> tuple[str, str, Callable[[], bool]]:
@@ -254,6 +267,7 @@ class PromptFolder:
             )
         real = self._inside(path, name)
         key = _stat_key(path)  # through a link, so retargeting the link is seen too
+        self._check_size(real, key)
         with open(real, "rb") as handle:
             data = handle.read()
         try:
