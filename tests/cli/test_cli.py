@@ -15,6 +15,7 @@ from promptdock.cli import main
 from promptdock.errors import ConfigError
 from promptdock.lint import Finding, check_files
 from tests.support.openai_server import OpenAIServer
+from tests.support.seed import SEED_CONFIG
 
 HELLO = """\
 ---
@@ -39,26 +40,6 @@ User: v2 {{ user_message }}
 """
 
 NO_MODEL = "User: {{ topic }}\n"
-
-SEED_CONFIG = """\
-model_list:
-  - model_name: my-dotprompt-model
-    litellm_params:
-      model: dotprompt/gpt-4
-      prompt_id: "hello"
-      api_key: os.environ/OPENAI_API_KEY
-
-litellm_settings:
-  global_prompt_directory: "./prompts"
-  global_bitbucket_config:
-    workspace: "your-workspace"
-    repository: "your-repo"
-    access_token: "your-access-token"
-    branch: "main"
-
-general_settings:
-  master_key: sk-1234
-"""
 
 
 def _write(root: Path, files: Mapping[str, str]) -> None:

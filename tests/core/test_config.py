@@ -18,26 +18,7 @@ from promptdock.config import (
     unresolved_env,
 )
 from promptdock.prompt_file import KNOWN_PARAMS
-
-SEED_CONFIG = """\
-model_list:
-  - model_name: my-dotprompt-model
-    litellm_params:
-      model: dotprompt/gpt-4
-      prompt_id: "hello"
-      api_key: os.environ/OPENAI_API_KEY
-
-litellm_settings:
-  global_prompt_directory: "./prompts"
-  global_bitbucket_config:
-    workspace: "your-workspace"
-    repository: "your-repo"
-    access_token: "your-access-token"
-    branch: "main"
-
-general_settings:
-  master_key: sk-1234
-"""
+from tests.support.seed import SEED_CONFIG
 
 
 def _write(folder: Path, text: str, name: str = "config.yaml") -> Path:

@@ -17,27 +17,7 @@ from tests.proxy.conftest import (
     config_text,
 )
 from tests.support.openai_server import OpenAIServer
-
-SEED_CONFIG = """\
-model_list:
-  - model_name: my-dotprompt-model
-    litellm_params:
-      model: dotprompt/gpt-4
-      prompt_id: "hello"
-      api_key: os.environ/OPENAI_API_KEY
-
-litellm_settings:
-  global_prompt_directory: "./prompts"
-  global_bitbucket_config:
-    workspace: "your-workspace"
-    repository: "your-repo"
-    access_token: "your-access-token"
-    branch: "main"
-
-general_settings:
-  master_key: sk-1234
-"""
-"""The seed's config.yaml, verbatim (placeholder Bitbucket credentials included)."""
+from tests.support.seed import SEED_CONFIG
 
 
 def test_models_lists_what_the_key_may_use(proxy: RunningProxy) -> None:
