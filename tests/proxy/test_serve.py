@@ -24,10 +24,10 @@ from tests.proxy.conftest import (
     WEBHOOK_SECRET,
     WORKSPACE,
 )
-from tests.proxy.test_catalog import SEED_CONFIG
 from tests.proxy.test_webhook import BITBUCKET_CONFIG, PROMPT_V1, PROMPT_V2
 from tests.support.bitbucket import BitbucketEmulator, GitRepo, make_push_delivery
 from tests.support.openai_server import OpenAIServer
+from tests.support.seed import SEED_CONFIG
 
 SEED_CURL = """\
 curl -X POST http://127.0.0.1:4000/v1/chat/completions -H 'Authorization: Bearer sk-1234' \\
