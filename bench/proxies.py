@@ -28,7 +28,7 @@ from typing import Any
 from bench import bench_proxy as base
 from bench import loadgen
 from bench.settings import Settings
-from bench.stats import quantile, ratio, summarize
+from bench.stats import added_latency, quantile, ratio, summarize
 from bench.workers import Interpreter, ProbeError
 
 __all__ = ["CHAT", "METHOD", "Server", "Target", "measure_proxy", "start_server"]
@@ -36,14 +36,20 @@ __all__ = ["CHAT", "METHOD", "Server", "Target", "measure_proxy", "start_server"
 CHAT = "/v1/chat/completions"
 """The route every target is loaded on."""
 
+DIRECT = "upstream alone"
+"""The target that calls the upstream directly: the baseline of the added latency."""
+
 METHOD = (
     "Fixed request counts per round and concurrency: {requests} against the upstream, the "
     "floor and promptdock, {litellm} against LiteLLM; {rounds} interleaved round(s); a lean "
     "raw-asyncio HTTP/1.1 client (bench/loadgen.py: keep-alive, one request in flight per "
-    "connection, tens of µs of CPU per request) in this process. Throughput: median over "
-    "rounds; p50/p99: all requests pooled. Start-up: process spawn until /health/liveliness "
-    "answers 200, polled every 10 ms, {startups} cold start(s) each, median. Memory: VmRSS "
-    "of the server process after the load."
+    "connection, tens of µs of CPU per request) in this process; every server is first "
+    "warmed at the highest concurrency (prompt loaded, upstream connections pooled), and the "
+    "order of the servers alternates between rounds. Throughput: median over "
+    "rounds; p50/p99: all requests pooled; added latency: a proxy's p50 (p99) minus the "
+    "upstream alone's p50 (p99) at the same concurrency. Start-up: process spawn until "
+    "/health/liveliness answers 200, polled every 10 ms, {startups} cold start(s) each, "
+    "median. Memory: VmRSS of the server process after the load."
 )
 """How the proxy figures were measured, for the report."""
 
@@ -160,13 +166,19 @@ def _floor(folder: Path, upstream_port: int, timeout: float) -> Server:
 
 
 async def _measure(settings: Settings, targets: list[Target]) -> None:
-    for target in targets:  # warm connections, caches and the prompt
+    top = max(settings.proxy_levels)
+    for target in targets:
+        # Warm the prompt, the caches and the upstream connection pool at the highest
+        # concurrency, as a proxy that has been serving is: the first burst of 64 requests
+        # would otherwise open dozens of upstream connections inside the timed load.
         await loadgen.run(
-            "127.0.0.1", target.port, target.request, max(8, target.requests // 10), 8, 60
+            "127.0.0.1", target.port, target.request, max(2 * top, target.requests // 10), top, 60
         )
-    for _ in range(settings.proxy_rounds):
+    for round_number in range(settings.proxy_rounds):
         for level in settings.proxy_levels:
-            for target in targets:
+            # Alternate the order between rounds, so no server always runs first.
+            ordered = targets if round_number % 2 == 0 else targets[::-1]
+            for target in ordered:
                 cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
                 result = await loadgen.run(
                     "127.0.0.1", target.port, target.request, target.requests, level, 120
@@ -226,7 +238,7 @@ def measure_proxy(settings: Settings, work: Path, litellm: Interpreter | None) -
         by_name = {s.name: s for s in servers}
         targets = [
             Target(
-                "upstream alone",
+                DIRECT,
                 upstream_port,
                 base.DIRECT_BODY,
                 "sk-bench-upstream",
@@ -263,6 +275,7 @@ def measure_proxy(settings: Settings, work: Path, litellm: Interpreter | None) -
         "rss_after_load_mib": after_rss,
     }
     results["ratios"] = _ratios(results)
+    results["added_ms"] = added_latency(results["targets"], DIRECT)
     return results
 
 

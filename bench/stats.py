@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["quantile", "ratio", "summarize"]
 
@@ -38,3 +39,26 @@ def ratio(numerator: float, denominator: float) -> float:
     if not denominator or math.isnan(numerator) or math.isnan(denominator):
         return math.nan
     return numerator / denominator
+
+
+def added_latency(
+    targets: dict[str, dict[str, Any]], baseline: str
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per target and level: its median and p99 minus ``baseline``'s at that level.
+
+    :param targets: ``{name: {level: {"latency_ms": {"median": ..., "p99": ...}}}}``.
+    """
+    reference = targets.get(baseline, {})
+    added: dict[str, dict[str, dict[str, float]]] = {}
+    for name, levels in targets.items():
+        if name == baseline:
+            continue
+        for level, row in levels.items():
+            base_row = reference.get(level)
+            if base_row is None:
+                continue
+            added.setdefault(name, {})[level] = {
+                key: row["latency_ms"][key] - base_row["latency_ms"][key]
+                for key in ("median", "p99")
+            }
+    return added
