@@ -114,7 +114,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with LiteLLM and the floor: bench/REPORT.md, results.json, plots."""
-    session.install(*_all_packages(), "matplotlib", "uv")
+    session.install(*_all_packages(), "matplotlib", "uv", "aiohttp>=3.9")
     session.run(
         "python",
         "-m",
@@ -147,7 +147,7 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(default=False)
 def load(session: nox.Session) -> None:
     """The proxy under 50,000 requests at concurrency 64 with a push in the middle."""
-    session.install(*_all_packages())
+    session.install(*_all_packages(), "aiohttp>=3.9")  # the load generator
     session.run(
         "python",
         "bench/load_proxy.py",

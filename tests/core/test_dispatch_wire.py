@@ -1,7 +1,7 @@
 """What both OpenAI-compatible dispatchers share: calls, messages, retry policy, SSE lines.
 
 The transports are tested end to end against a real server (``test_dispatch_openai.py``,
-``tests/proxy/test_dispatch_aiohttp.py``); these tests pin the shared pieces directly,
+``tests/proxy/test_dispatch_async.py``); these tests pin the shared pieces directly,
 including the messages no local server can provoke (TLS failures, unusable URLs).
 """
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from promptdock import ConfigError
 from promptdock.config import load_config
-from promptdock.proxy.access_log import AccessLog
+from promptdock.proxy.access_log import FLUSH_SECONDS, AccessLineHandler, AccessLog
 from promptdock.proxy.app import ProxyApp
 from promptdock.proxy.asgi import Exchange
 from promptdock.proxy.server import CONFIG_ENV, FORMAT_ENV, build_app, create_app, log_config
@@ -117,13 +120,13 @@ def test_missing_extra_is_a_clear_error(
 ) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(config_text(upstream))
-    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "httptools", None)  # as if it were not installed
 
     with pytest.raises(ConfigError) as caught:
         build_app(load_config(path))
 
     assert str(caught.value) == (
-        "the proxy needs the [proxy] extra (aiohttp is missing): pip install 'promptdock[proxy]'"
+        "the proxy needs the [proxy] extra (httptools is missing): pip install 'promptdock[proxy]'"
     )
 
 
@@ -177,6 +180,91 @@ def test_access_log_costs_nothing_when_off(caplog: pytest.LogCaptureFixture) -> 
         AccessLog().record(_exchange(status=200))
 
     assert caplog.records == []
+
+
+class _Stream(io.StringIO):
+    """A text stream that counts its flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+@pytest.fixture
+def line_logger() -> Iterator[tuple[logging.Logger, _Stream]]:
+    """A fresh logger whose only handler is an AccessLineHandler, as ``serve`` sets it up."""
+    stream = _Stream()
+    logger = logging.getLogger(f"promptdock.test.access.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = AccessLineHandler(stream)
+    logger.addHandler(handler)
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def test_access_lines_are_batched_inside_an_event_loop(
+    line_logger: tuple[logging.Logger, _Stream],
+) -> None:
+    logger, stream = line_logger
+    log = AccessLog(logger=logger)
+
+    async def serve_three() -> tuple[str, str]:
+        for status in (200, 404, 500):
+            log.record(_exchange(status=status))
+        before = stream.getvalue()
+        await asyncio.sleep(FLUSH_SECONDS * 3)
+        return before, stream.getvalue()
+
+    before, after = asyncio.run(serve_three())
+
+    assert before == ""  # held for one write...
+    lines = after.splitlines()
+    assert [line.split()[2] for line in lines] == ["status=200", "status=404", "status=500"]
+    assert after.endswith("\n")
+    assert stream.flushes == 1  # ...of all three
+
+
+def test_access_lines_outside_a_loop_and_at_shutdown_are_written_at_once(
+    line_logger: tuple[logging.Logger, _Stream],
+) -> None:
+    logger, stream = line_logger
+    log = AccessLog(logger=logger)
+
+    log.record(_exchange(status=201))
+    assert "status=201" in stream.getvalue()
+
+    async def record_then_flush() -> str:
+        log.record(_exchange(status=202))
+        log.flush()  # what the app's shutdown does
+        return stream.getvalue()
+
+    assert "status=202" in asyncio.run(record_then_flush())
+
+
+def test_an_added_handler_sees_records_with_their_fields(
+    line_logger: tuple[logging.Logger, _Stream],
+) -> None:
+    logger, stream = line_logger
+    seen: list[logging.LogRecord] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    extra = Recorder()
+    logger.addHandler(extra)
+    try:
+        AccessLog(logger=logger).record(_exchange(status=200, model="m"))
+    finally:
+        logger.removeHandler(extra)
+
+    (record,) = seen
+    assert record.access["model"] == "m"  # type: ignore[attr-defined]
+    assert "model=m" in stream.getvalue()  # the line handler still wrote it, via logging
 
 
 def test_readiness_of_a_kind_whose_plugin_reports_nothing(serve_config: ServeConfig) -> None:

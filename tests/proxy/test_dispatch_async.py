@@ -1,4 +1,4 @@
-"""The aiohttp dispatcher (``adispatch``) against a real local OpenAI-compatible server.
+"""The async dispatcher (``adispatch``) against a real local OpenAI-compatible server.
 
 It must behave like the sync dispatcher: same request, same retries, same error messages,
 the key never shown.
@@ -23,11 +23,11 @@ from promptdock import (
     Provenance,
     UpstreamTimeoutError,
 )
-from promptdock.dispatch import openai_aiohttp
+from promptdock.dispatch import openai_async
 from promptdock.response import AsyncCompletionStream, ObjectDict, StreamChunk
 from tests.support.openai_server import OpenAIServer
 
-KEY = "sk-aiohttp-test-6b0c2e71"
+KEY = "sk-async-test-6b0c2e71"
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
@@ -51,7 +51,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr(openai_aiohttp, "_sleep", record)
+    monkeypatch.setattr(openai_async, "_sleep", record)
     return waits
 
 
@@ -63,7 +63,7 @@ def _request(srv: OpenAIServer | str, **kwargs: Any) -> CompletionRequest:
 
 async def _call(request: CompletionRequest) -> Any:
     """Dispatch inside a loop whose session is closed at the end, as the proxy does."""
-    pending = openai_aiohttp.adispatch(request)
+    pending = openai_async.adispatch(request)
     assert pending is not None
     try:
         result = await pending
@@ -71,7 +71,7 @@ async def _call(request: CompletionRequest) -> Any:
             return result
         return [chunk async for chunk in _chunks(result)]
     finally:
-        await openai_aiohttp.close_session()
+        await openai_async.close_session()
 
 
 def _chunks(result: object) -> AsyncGenerator[StreamChunk, None]:
@@ -123,11 +123,11 @@ def test_connections_are_pooled_across_calls_and_streams(srv: OpenAIServer) -> N
     async def calls() -> None:
         try:
             for stream in (False, True, False, True):
-                result = await openai_aiohttp._dispatch(_request(srv, stream=stream))
+                result = await openai_async._dispatch(_request(srv, stream=stream))
                 if not isinstance(result, ModelResponse):
                     _ = [chunk async for chunk in _chunks(result)]
         finally:
-            await openai_aiohttp.close_session()
+            await openai_async.close_session()
 
     asyncio.run(calls())
 
@@ -140,7 +140,7 @@ def test_stream_is_incremental(srv: OpenAIServer) -> None:
 
     async def first_then_rest() -> list[StreamChunk]:
         try:
-            result = await openai_aiohttp._dispatch(_request(srv, stream=True))
+            result = await openai_async._dispatch(_request(srv, stream=True))
             assert not isinstance(result, ModelResponse)
             seen = []
             async for chunk in _chunks(result):
@@ -149,7 +149,7 @@ def test_stream_is_incremental(srv: OpenAIServer) -> None:
                     gate.set()  # only reachable if the first content arrived before the rest
             return seen
         finally:
-            await openai_aiohttp.close_session()
+            await openai_async.close_session()
 
     chunks = asyncio.run(first_then_rest())
 
@@ -168,7 +168,7 @@ def test_through_the_dock_with_provenance(srv: OpenAIServer) -> None:
             assert isinstance(stream, AsyncCompletionStream)
             return plain, [c async for c in stream]
         finally:
-            await openai_aiohttp.close_session()
+            await openai_async.close_session()
 
     plain, chunks = asyncio.run(call())
 
@@ -331,14 +331,14 @@ def test_a_key_echoed_by_the_server_is_scrubbed(srv: OpenAIServer) -> None:
 def test_closing_a_stream_early_releases_the_response(srv: OpenAIServer) -> None:
     async def first_only() -> StreamChunk:
         try:
-            result = await openai_aiohttp._dispatch(_request(srv, stream=True))
+            result = await openai_async._dispatch(_request(srv, stream=True))
             assert not isinstance(result, ModelResponse)
             chunks = _chunks(result)
             first = await chunks.__anext__()
             await chunks.aclose()
             return first
         finally:
-            await openai_aiohttp.close_session()
+            await openai_async.close_session()
 
     assert asyncio.run(first_only()).object == "chat.completion.chunk"
 
@@ -350,9 +350,9 @@ def test_a_lazily_made_session_is_closed_when_asyncio_run_ends(srv: OpenAIServer
     sessions: list[Any] = []
 
     async def call() -> None:
-        reply = await openai_aiohttp._dispatch(_request(srv))
+        reply = await openai_async._dispatch(_request(srv))
         assert isinstance(reply, ModelResponse)
-        sessions.append(await openai_aiohttp.open_session())
+        sessions.append(await openai_async.open_session())
 
     asyncio.run(call())
     gc.collect()  # an unclosed session would warn here, and warnings are errors
@@ -362,9 +362,9 @@ def test_a_lazily_made_session_is_closed_when_asyncio_run_ends(srv: OpenAIServer
 
 def test_open_session_is_one_per_loop() -> None:
     async def twice() -> tuple[Any, Any, bool]:
-        first = await openai_aiohttp.open_session()
-        second = await openai_aiohttp.open_session()
-        await openai_aiohttp.close_session()
+        first = await openai_async.open_session()
+        second = await openai_async.open_session()
+        await openai_async.close_session()
         return first, second, first.closed
 
     first, second, closed = asyncio.run(twice())
@@ -373,10 +373,10 @@ def test_open_session_is_one_per_loop() -> None:
     assert closed
 
 
-def test_without_aiohttp_the_hook_declines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_aiohttp, "_available", False)
+def test_without_httptools_the_hook_declines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_async, "_available", False)
 
-    answer = openai_aiohttp.adispatch(_request("http://127.0.0.1:9/v1"))
+    answer = openai_async.adispatch(_request("http://127.0.0.1:9/v1"))
 
     assert answer is None
 
@@ -398,3 +398,15 @@ def test_the_servers_json_is_returned_unchanged_with_attribute_access(srv: OpenA
     assert type(reply.choices[0]) is ObjectDict
     assert reply.extra[0].nested[1].deep is True
     assert reply.prompt is None
+
+
+def test_https_to_a_plain_http_server_is_a_tls_failure(srv: OpenAIServer) -> None:
+    base = srv.base_url.replace("http://", "https://")
+
+    error = _failure(_request(base, max_retries=0))
+
+    assert str(error).startswith(f"TLS failed with the model server at {base}: wrong version")
+    assert str(error).endswith(
+        "; check the URL's scheme and the certificate (SSL_CERT_FILE for a private CA)"
+    )
+    assert srv.requests == []  # the server only saw a TLS handshake it could not read

@@ -52,7 +52,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("jinja2", "promptdock.rendering"),
     ("mock", "promptdock.dispatch.mock"),
     ("openai", "promptdock.dispatch.openai_http"),
-    ("openai-async", "promptdock.dispatch.openai_aiohttp"),
+    ("openai-async", "promptdock.dispatch.openai_async"),
 )
 """``(name, module)`` of the built-in plugins, registered like any other."""
 

@@ -5,9 +5,11 @@
 - :mod:`promptdock.dispatch.openai_http` (plugin name ``openai``): posts to any
   OpenAI-compatible ``/chat/completions`` endpoint with ``requests``; registered ``trylast``,
   so it answers whatever no other dispatcher took.
-- :mod:`promptdock.dispatch.openai_aiohttp` (plugin name ``openai-async``): the same for async
-  callers and the proxy (``adispatch``), on a pooled ``aiohttp`` session; it declines when
-  ``aiohttp`` (the ``[proxy]`` extra) is not installed.
+- :mod:`promptdock.dispatch.openai_async` (plugin name ``openai-async``): the same for async
+  callers and the proxy (``adispatch``), on pooled keep-alive connections
+  (:mod:`~promptdock.dispatch._async_http`); it declines when httptools (the ``[proxy]``
+  extra) is not installed.
+- ``_async_http``: the small HTTP/1.1 client of the async dispatcher.
 - ``_openai_wire``: what the two HTTP dispatchers share (request building, retry policy,
   error messages, server-sent events), so they differ only in how they move bytes.
 

@@ -1,7 +1,7 @@
 """What both OpenAI-compatible dispatchers send and how they read answers, whatever the transport.
 
 The sync dispatcher (:mod:`~promptdock.dispatch.openai_http`, over ``requests``) and the async
-one (:mod:`~promptdock.dispatch.openai_aiohttp`) differ only in how bytes move. Everything
+one (:mod:`~promptdock.dispatch.openai_async`) differ only in how bytes move. Everything
 else lives here, once, so the two cannot drift apart:
 
 - building a call: URL, headers, JSON body, timeouts and the secrets to scrub (:class:`Call`);
@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -252,6 +253,57 @@ def tries(attempt: int) -> str:
 
 
 @dataclass(frozen=True)
+class _Endpoint:
+    """What every call to one server with one key and the same headers shares.
+
+    :ivar url: where to ``POST``.
+    :ivar shown_base: the base URL as messages show it (``user:password@`` hidden).
+    :ivar headers: the request headers, ``Authorization`` included (never modified).
+    :ivar secrets: strings scrubbed from every message.
+    :ivar missing_key: OpenAI's own server without a key: every call fails before sending.
+    """
+
+    url: str
+    shown_base: str
+    headers: Mapping[str, str] = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
+    missing_key: bool
+
+    @classmethod
+    def make(
+        cls, api_base: str, key: str | None, stream: bool, extra: tuple[tuple[str, str], ...]
+    ) -> _Endpoint:
+        shown_base, secrets = _hide_userinfo(api_base)
+        if key is not None and len(key) >= _MIN_SECRET_LENGTH:
+            secrets += (key,)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        headers.update(extra)
+        secrets += tuple(
+            value
+            for name, value in extra
+            if is_secret_key(name) and len(value) >= _MIN_SECRET_LENGTH
+        )
+        return cls(
+            url=f"{api_base}/chat/completions",
+            shown_base=shown_base,
+            headers=MappingProxyType(headers),
+            secrets=secrets,
+            missing_key=key is None and urlsplit(api_base).hostname == _OPENAI_HOST,
+        )
+
+
+# Calls to the same server with the same key and headers share one _Endpoint; bounded, since
+# per-request headers could otherwise grow it without end.
+_endpoints: dict[tuple[str, str | None, bool, tuple[tuple[str, str], ...]], _Endpoint] = {}
+_MAX_ENDPOINTS = 256
+
+
+@dataclass(frozen=True)
 class Call:
     """One request, ready to send, plus what its error messages need to say about it.
 
@@ -273,7 +325,7 @@ class Call:
     api_base: str
     what: str
     data: bytes
-    headers: dict[str, str] = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
     secrets: tuple[str, ...] = field(repr=False)
     timeout: tuple[float, float]
     stream: bool
@@ -287,36 +339,29 @@ class Call:
             JSON values; both before any network I/O.
         """
         api_base = resolve_api_base(request.api_base)
-        shown_base, secrets = _hide_userinfo(api_base)
-        what = _describe(request)
         key = request.api_key or os.environ.get("OPENAI_API_KEY") or None
-        if key is None and urlsplit(api_base).hostname == _OPENAI_HOST:
+        extra = tuple(request.extra_headers.items()) if request.extra_headers else ()
+        cache_key = (api_base, key, request.stream, extra)
+        endpoint = _endpoints.get(cache_key)
+        if endpoint is None:
+            endpoint = _Endpoint.make(api_base, key, request.stream, extra)
+            if len(_endpoints) >= _MAX_ENDPOINTS:
+                _endpoints.clear()
+            _endpoints[cache_key] = endpoint
+        what = _describe(request)
+        if endpoint.missing_key:
             raise DispatchError(
-                f"no API key for {what} at {shown_base}: set the OPENAI_API_KEY environment "
-                f"variable or pass api_key=..., or point api_base at another server"
+                f"no API key for {what} at {endpoint.shown_base}: set the OPENAI_API_KEY "
+                f"environment variable or pass api_key=..., or point api_base at another server"
             )
-        if key is not None and len(key) >= _MIN_SECRET_LENGTH:
-            secrets += (key,)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if request.stream else "application/json",
-        }
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        headers.update(request.extra_headers)
-        secrets += tuple(
-            value
-            for name, value in request.extra_headers.items()
-            if is_secret_key(name) and len(value) >= _MIN_SECRET_LENGTH
-        )
         total = DEFAULT_TIMEOUT if request.timeout is None else float(request.timeout)
         return cls(
-            url=f"{api_base}/chat/completions",
-            api_base=shown_base,
+            url=endpoint.url,
+            api_base=endpoint.shown_base,
             what=what,
             data=_body(request, what),
-            headers=headers,
-            secrets=secrets,
+            headers=endpoint.headers,
+            secrets=endpoint.secrets,
             timeout=(min(CONNECT_TIMEOUT, total), total),
             stream=request.stream,
             max_retries=max(0, request.max_retries),
@@ -501,6 +546,9 @@ def _describe(request: CompletionRequest) -> str:
     return what
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def _body(request: CompletionRequest, what: str) -> bytes:
     payload: dict[str, Any] = {"model": request.model, "messages": request.messages}
     payload.update(request.params)
@@ -511,7 +559,7 @@ def _body(request: CompletionRequest, what: str) -> bytes:
         payload.pop("stream", None)
         payload.pop("stream_options", None)
     try:
-        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _encode(payload)
     except (TypeError, ValueError) as exc:
         raise DispatchError(
             f"cannot send the request for {what}: {exc}. Messages and parameters must be JSON "
@@ -536,14 +584,21 @@ def _object(values: dict[str, Any]) -> ObjectDict:
     return made
 
 
+# ``json.loads`` with an ``object_hook`` builds a decoder per call; this one is made once.
+_decode = json.JSONDecoder(object_hook=_object).decode
+
+
 def _parse(raw: bytes) -> Any:
     """``raw`` parsed with every object an :class:`ObjectDict`, or ``_NOT_JSON``.
 
     Never leaves a decoding error (which quotes the body) as the context of the error we raise.
     """
     try:
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            # UTF-8 (no BOM, not UTF-16/32): what every server sends; skips detection.
+            return _decode(raw.decode())
         return json.loads(raw, object_hook=_object)
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError included
         return _NOT_JSON
 
 

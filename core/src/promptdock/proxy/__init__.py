@@ -1,7 +1,7 @@
 """The OpenAI-compatible proxy behind ``promptdock serve --config config.yaml``.
 
 A raw ASGI application (:class:`~promptdock.proxy.app.ProxyApp`) served by uvicorn, calling
-upstreams through the aiohttp dispatcher (:mod:`promptdock.dispatch.openai_aiohttp`). Needs the
+upstreams through the async dispatcher (:mod:`promptdock.dispatch.openai_async`). Needs the
 ``[proxy]`` extra; nothing here is imported by ``import promptdock``.
 
 Modules, each doing one thing:

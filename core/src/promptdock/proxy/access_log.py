@@ -6,25 +6,92 @@ whether the answer streamed, the client address and the latency, as ``key=value`
 the log record as ``record.access`` (a dict) for handlers that format records themselves.
 
 No field can hold a secret: keys, tokens and request bodies are never logged.
+
+``promptdock serve`` writes the lines with :class:`AccessLineHandler`, which batches them: a
+line reaches the stream at most :data:`FLUSH_SECONDS` after its request ended, with one
+``write`` for all the lines of that interval instead of one per request. While that handler
+is the logger's only one, :meth:`AccessLog.record` hands it the line directly and skips
+building a :class:`logging.LogRecord`; with any other handler or filter attached, every line
+goes through :mod:`logging` as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import sys
 import time
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from promptdock.proxy.asgi import Exchange
 
-__all__ = ["ACCESS_LOGGER", "AccessLog", "LogFormat"]
+__all__ = ["ACCESS_LOGGER", "FLUSH_SECONDS", "AccessLineHandler", "AccessLog", "LogFormat"]
 
 ACCESS_LOGGER = logging.getLogger("promptdock.proxy.access")
 """Where the access lines go (level ``INFO``)."""
 
 LogFormat = Literal["text", "json"]
 """``"text"`` for ``key=value`` pairs, ``"json"`` for one JSON object per line."""
+
+FLUSH_SECONDS = 0.05
+"""How long :class:`AccessLineHandler` may hold a line before writing it out."""
+
+
+class AccessLineHandler(logging.StreamHandler[IO[str]]):
+    """Writes each access line as it is (formatters are ignored), batching the writes.
+
+    Inside a running event loop, lines are buffered and flushed by a timer
+    :data:`FLUSH_SECONDS` later, so a busy proxy makes one ``write`` per interval rather than
+    one per request. Outside an event loop each line is flushed at once. :meth:`flush` (called
+    at shutdown and by :func:`logging.shutdown`) writes whatever is pending.
+
+    :param stream: where the lines go (default: ``sys.stderr``, as for
+        :class:`logging.StreamHandler`; ``promptdock serve`` passes stdout).
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(sys.stderr if stream is None else stream)
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue ``record``'s message as one line."""
+        try:
+            self.write_line(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, line: str) -> None:
+        """Queue ``line`` (no newline) for the stream."""
+        with self.lock:  # type: ignore[union-attr]  # made by the Handler constructor
+            self._pending.append(line)
+            if self._timer is not None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is None:
+                self._write_pending()
+            else:
+                self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write every queued line and flush the stream."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._pending:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        lines, self._pending = self._pending, []
+        lines.append("")
+        self.stream.write("\n".join(lines))
+        self.stream.flush()
 
 
 class AccessLog:
@@ -42,9 +109,15 @@ class AccessLog:
         self.format = format
         self.logger = logger
 
+    def flush(self) -> None:
+        """Write out the lines the logger's handlers are holding (at shutdown)."""
+        for handler in self.logger.handlers:
+            handler.flush()
+
     def record(self, exchange: Exchange) -> None:
         """Log ``exchange`` (skipped cheaply when ``INFO`` is disabled for the logger)."""
-        if not self.logger.isEnabledFor(logging.INFO):
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
             return
         scope = exchange.scope
         client = scope.get("client")
@@ -75,9 +148,20 @@ class AccessLog:
                 f"stream={'true' if exchange.stream else 'false'} "
                 f"client={_text(fields['client'])} latency_ms={fields['latency_ms']}"
             )
+        handlers = logger.handlers
+        if (
+            len(handlers) == 1
+            and type(handler := handlers[0]) is AccessLineHandler
+            and not handler.filters
+            and handler.level <= logging.INFO
+            and not logger.filters
+            and not logger.propagate
+        ):
+            # What the logging path would do, without building a LogRecord nobody reads.
+            handler.write_line(line)
+            return
         # makeRecord + handle is logger.info without its search of the stack for the caller's
         # file and line, which an access line does not need and which costs the most.
-        logger = self.logger
         logger.handle(
             logger.makeRecord(
                 logger.name, logging.INFO, __file__, 0, line, (), None, extra={"access": fields}

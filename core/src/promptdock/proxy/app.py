@@ -50,8 +50,6 @@ __all__ = ["DEFAULT_MAX_BODY", "ProxyApp"]
 DEFAULT_MAX_BODY = 1 << 20
 """Bytes: the largest request body accepted unless ``max_request_size_mb`` says otherwise."""
 
-"""The plugin name the aiohttp dispatcher is registered under when no plugin provides it."""
-
 _LOG = logging.getLogger("promptdock.proxy")
 _MIB = 1 << 20
 _POLL_SECONDS = 0.5
@@ -139,6 +137,7 @@ class ProxyApp:
         if self._warm_pending:
             self._warm_pending = False
             self._warming = asyncio.ensure_future(asyncio.to_thread(self.warm))
+            self._warming.add_done_callback(_freeze_heap)
         path: str = exchange.scope["path"]
         methods = self._routes.get(path)
         if methods is None and path.startswith(PROMPTS_PREFIX):
@@ -204,9 +203,9 @@ class ProxyApp:
         completion finds its prompt parsed. Remote sources are left alone; they load on first
         use.
         """
-        from promptdock.dispatch import openai_aiohttp
+        from promptdock.dispatch import openai_async
 
-        await openai_aiohttp.open_session()
+        await openai_async.open_session()
         # What start-up made (modules, config, plugins) lives as long as the process: keeping
         # it out of the garbage collector's scans shortens the pauses requests see.
         gc.freeze()
@@ -216,7 +215,7 @@ class ProxyApp:
 
     async def shutdown(self) -> None:
         """Close the pooled upstream session (called by the ASGI lifespan)."""
-        from promptdock.dispatch import openai_aiohttp
+        from promptdock.dispatch import openai_async
 
         if self._polling is not None:
             self._polling.cancel()
@@ -225,7 +224,8 @@ class ProxyApp:
         if self._warming is not None:
             with contextlib.suppress(Exception):
                 await self._warming
-        await openai_aiohttp.close_session()
+        await openai_async.close_session()
+        self.access_log.flush()
 
     @staticmethod
     async def _poll(events: SharedEvents) -> None:
@@ -305,6 +305,12 @@ class ProxyApp:
             body,
         )
         await exchange.respond_json(200, answer)
+
+
+def _freeze_heap(_: object) -> None:
+    # The prompts just loaded (parsed files, compiled templates) live as long as the process,
+    # like what start-up made: out of the collector's scans too.
+    gc.freeze()
 
 
 def _secrets(config: ProxyConfig) -> list[str | None]:

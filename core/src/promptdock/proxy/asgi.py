@@ -105,9 +105,12 @@ class Exchange:
         await self.respond(error.status, error.body(), headers)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return _encode(value).encode()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -91,7 +91,7 @@ def create_app() -> ProxyApp:
 
 def _require_extra() -> None:
     try:
-        import aiohttp  # noqa: F401 - checking that the extra is installed
+        import httptools  # noqa: F401 - checking that the extra is installed
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
@@ -109,7 +109,6 @@ def log_config(level: str = "info") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "plain": {"format": "%(levelname)s %(name)s: %(message)s"},
-            "access": {"format": "%(message)s"},
         },
         "handlers": {
             "stderr": {
@@ -117,9 +116,9 @@ def log_config(level: str = "info") -> dict[str, Any]:
                 "formatter": "plain",
                 "stream": "ext://sys.stderr",
             },
+            # Writes each access line as is, batched (see proxy.access_log).
             "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "access",
+                "class": "promptdock.proxy.access_log.AccessLineHandler",
                 "stream": "ext://sys.stdout",
             },
         },
