@@ -274,6 +274,7 @@ def measure_proxy(settings: Settings, work: Path, litellm: Interpreter | None) -
         "rss_idle_mib": idle_rss,
         "rss_after_load_mib": after_rss,
     }
+    results["prepare_us"] = base.thread_hop(max(100, settings.proxy_requests // 2))
     results["ratios"] = _ratios(results)
     results["added_ms"] = added_latency(results["targets"], DIRECT)
     return results

@@ -466,6 +466,15 @@ def _proxy(results: dict[str, Any], pictures: list[str]) -> list[str]:
             + ", ".join(f"{k} {_x(v, 1)}" for k, v in ratios.items())
             + ".",
         ]
+    prepare = section.get("prepare_us")
+    if prepare:
+        lines += [
+            "",
+            f"Preparing the seed request (load, render, build) on the event loop took "
+            f"{_time(prepare['inline_us'])}, through `asyncio.to_thread` "
+            f"{_time(prepare['to_thread_us'])}: why the proxy prepares requests for a local "
+            "folder inline and only sends other sources' requests to a worker thread.",
+        ]
     lines += ["", "| | start-up to liveliness (median) | resident idle | resident after load |"]
     lines += ["|---|---|---|---|"]
     for name, seconds in section["startup_s"].items():
