@@ -611,3 +611,20 @@ def test_backoff_doubles_up_to_the_cap_with_full_jitter(monkeypatch: pytest.Monk
     assert openai_http.retry_delay(3, {}) == 1.0
     monkeypatch.setattr(_openai_wire, "jitter", lambda: 0.0)
     assert openai_http.retry_delay(3, {}) == 0.0
+
+
+def test_proxies_come_from_the_environment_and_follow_its_changes(
+    srv: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in openai_http._ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert _answer(_request(srv, max_retries=0)).choices[0].message.content
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(DispatchError) as caught:
+        _answer(_request(srv, max_retries=0))
+    assert f"{srv.base_url}: through the proxy set in HTTP(S)_PROXY: " in str(caught.value)
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _answer(_request(srv, max_retries=0)).choices[0].message.content
+    assert len(srv.requests) == 2  # the proxied attempt never reached the server

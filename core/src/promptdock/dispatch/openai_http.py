@@ -16,6 +16,12 @@ module moves the bytes.
 ``import promptdock`` stays fast for programs that only render. Each thread keeps its own
 ``requests.Session`` (sessions are not thread-safe) so connections are pooled and reused.
 
+Proxies (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and CA bundles
+(``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) are read from the environment as ``requests``
+reads them, but once per URL and value of those variables rather than on every call, where
+``requests`` scans the whole environment twice (a quarter of its CPU per call, measured).
+Credentials in ``~/.netrc`` are not used: pass ``api_key``.
+
 The API key never appears in an error message, a log line or a ``repr``: errors are built from
 our own text, scrubbed of the key, and raised without the ``requests`` exception (whose request
 object carries the ``Authorization`` header) attached.
@@ -127,6 +133,7 @@ def _session() -> requests.Session:
 
         session = requests.Session()
         session.headers["User-Agent"] = user_agent()
+        session.trust_env = False  # the environment is read by _environment(), cached
         holder = _local.holder = _SessionHolder(session)
     return holder.session
 
@@ -149,11 +156,43 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_sessions)
 
 
+_ENVIRONMENT = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+_environments: dict[tuple[str, tuple[str | None, ...]], tuple[dict[str, str], bool | str]] = {}
+
+
+def _environment(url: str) -> tuple[dict[str, str], bool | str]:
+    """The proxies and the ``verify`` setting ``requests`` would take from the environment
+    for ``url``, worked out again only when one of the variables it reads changes."""
+    key = (url, tuple(map(os.environ.get, _ENVIRONMENT)))
+    found = _environments.get(key)
+    if found is None:
+        from requests.utils import get_environ_proxies
+
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        found = (get_environ_proxies(url), bundle or True)
+        if len(_environments) >= 256:
+            _environments.clear()
+        _environments[key] = found
+    return found
+
+
 # -- sending, with retries ---------------------------------------------------------------
 
 
 def _send(call: Call) -> requests.Response:
     session = _session()
+    proxies, verify = _environment(call.url)
     attempt = 0
     while True:
         failure: Failure | None = None
@@ -167,6 +206,8 @@ def _send(call: Call) -> requests.Response:
                 stream=call.stream,
                 # A redirected POST may turn into a GET; make the user fix api_base instead.
                 allow_redirects=False,
+                proxies=proxies,
+                verify=verify,
             )
         except Exception as exc:  # classified below; anything unknown is re-raised
             failure, reason = _classify(exc)
@@ -218,6 +259,9 @@ def _classify(exc: Exception) -> tuple[Failure, str]:
         return Failure.CONNECT_TIMEOUT, ""
     if isinstance(exc, rex.SSLError):
         return Failure.TLS, _reason(exc)
+    if isinstance(exc, rex.ProxyError):
+        # The proxy from HTTP(S)_PROXY failed, not the model server: say so.
+        return Failure.UNREACHABLE, f"through the proxy set in HTTP(S)_PROXY: {_reason(exc)}"
     if isinstance(exc, rex.ConnectionError) and _hung_up(exc):
         return Failure.HUNG_UP, _reason(exc)
     if isinstance(exc, rex.ConnectionError):
