@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
+from promptdock.dispatch import _async_http
 from promptdock.dispatch._async_http import (
+    PAUSE_BYTES,
     CannotConnect,
     ConnectionPool,
     ConnectTimeout,
@@ -83,7 +88,8 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
+        # A client that drops a connection part way may reset it: that ends this one only.
+        with conn, contextlib.suppress(ConnectionError):
             buffer = b""
             for index in range(len(self.script)):
                 while b"\r\n\r\n" not in buffer:
@@ -144,7 +150,11 @@ async def _post(
 
 async def _fetch(pool: ConnectionPool, url: str, body: bytes = b"{}") -> tuple[int, bytes]:
     response = await _post(pool, url, body)
-    data = await response.read()
+    try:
+        data = await response.read()
+    except BaseException:
+        response.close()
+        raise
     response.release()
     return response.status, data
 
@@ -557,3 +567,560 @@ def test_https_with_a_private_ca_from_ssl_cert_file(
 
     assert issubclass(refused, ssl.SSLCertVerificationError)
     assert result == (200, BODY)
+
+
+# -- review findings: each test below failed before its fix ------------------------------------
+
+
+class HeadOnlyServer:
+    """Reads each request's head, then sends ``answer`` (if any) and reads nothing more.
+
+    Its sockets have a small receive buffer, so a large request body fills the client's
+    socket buffer and the client waits to write, as with a server that stopped reading.
+    """
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(conn)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(1)
+                if not data:
+                    break
+                head += data
+            if self.answer:
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=2)
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def head_only() -> Iterator[list[HeadOnlyServer]]:
+    servers: list[HeadOnlyServer] = []
+    yield servers
+    for server in servers:
+        server.close()
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float = 10.0) -> T:
+    """``awaitable``, failing the test instead of hanging it when a bug makes it wait forever."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+def _open_connections(pool: ConnectionPool) -> int:
+    """How many connections the pool counts, idle or busy, over all hosts."""
+    return sum(host.count for host in pool._hosts.values())
+
+
+def test_a_body_larger_than_the_pause_threshold_is_read_whole(
+    serve: list[ScriptedServer],
+) -> None:
+    # read() used to wait for the end of the answer while the socket was paused at 1 MiB
+    # buffered: it waited forever (and the read timer, seeing a paused socket, never fired).
+    size = 3 << 20
+    server = _server(serve, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"z" * size)
+
+    status, body = _run_pool(lambda pool: _bounded(_fetch(pool, server.url)))
+
+    assert status == 200
+    assert body == b"z" * size
+
+
+def test_a_second_answer_to_one_request_is_not_read_into_the_first(
+    serve: list[ScriptedServer],
+) -> None:
+    other = b"HTTP/1.1 201 Created\r\nX-Other: yes\r\nContent-Length: 5\r\n\r\nextra"
+    server = _server(serve, OK + other, OK)
+
+    async def twice(pool: ConnectionPool) -> tuple[Response, bytes, tuple[int, bytes]]:
+        response = await _post(pool, server.url)
+        body = await response.read()
+        response.release()
+        return response, body, await _fetch(pool, server.url)
+
+    response, body, second = _run_pool(twice)
+
+    assert (response.status, body) == (200, BODY)
+    assert "x-other" not in response.headers
+    assert second == (200, BODY)
+    assert server.connections == 2  # the connection that spoke out of turn was not reused
+
+
+def test_gzip_with_several_members_is_decoded_whole(serve: list[ScriptedServer]) -> None:
+    packed = gzip.compress(b"first member, ") + gzip.compress(b"second member")
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(packed),
+        packed,
+    )
+    server = _server(serve, answer)
+
+    assert _run_pool(lambda pool: _fetch(pool, server.url)) == (200, b"first member, second member")
+
+
+def test_raw_deflate_bodies_are_decoded(serve: list[ScriptedServer]) -> None:
+    # Some servers send "Content-Encoding: deflate" without the zlib wrapper.
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    packed = packer.compress(BODY * 10) + packer.flush()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(packed),
+        packed,
+    )
+    server = _server(serve, answer)
+
+    assert _run_pool(lambda pool: _fetch(pool, server.url)) == (200, BODY * 10)
+
+
+def test_a_header_line_that_never_ends_is_refused(serve: list[ScriptedServer]) -> None:
+    # httptools hands a header over only once its line ends: the limit must count raw bytes.
+    # (The second entry keeps the connection open: the server waits for another request.)
+    server = _server(serve, b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * 300_000, OK)
+
+    async def call(pool: ConnectionPool) -> None:
+        await _post(pool, server.url, read_timeout=3)
+
+    with pytest.raises(ProtocolError, match=r"the answer's headers exceed 65536 bytes"):
+        _run_pool(call)
+
+
+def test_a_server_that_neither_reads_the_body_nor_answers_times_out(
+    head_only: list[HeadOnlyServer],
+) -> None:
+    server = HeadOnlyServer()
+    head_only.append(server)
+
+    async def call(pool: ConnectionPool) -> None:
+        await _bounded(_post(pool, server.url, b"x" * (16 << 20), read_timeout=0.5))
+
+    with pytest.raises(ReadTimeout, match=r"no data for 0\.5 s"):
+        _run_pool(call)
+
+
+def test_an_answer_that_comes_before_the_body_is_sent_is_returned(
+    head_only: list[HeadOnlyServer],
+) -> None:
+    server = HeadOnlyServer(b"HTTP/1.1 413 Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+    head_only.append(server)
+
+    async def call(pool: ConnectionPool) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        first = await _bounded(_fetch(pool, server.url, b"x" * (16 << 20)))
+        return first, await _bounded(_fetch(pool, server.url))
+
+    first, second = _run_pool(call)
+
+    assert first == second == (413, b"too big!")
+    # The rest of the first body was never sent: that connection cannot carry a request.
+    assert server.connections == 2
+
+
+def test_a_body_the_server_reads_slowly_is_not_a_read_timeout() -> None:
+    # The server takes the request for longer than the read timeout (64 KiB per 5 ms at
+    # most), but never stops taking it: it is not silent.
+    size = 16 << 20
+    done = threading.Event()
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            received = len(data.partition(b"\r\n\r\n")[2])
+            while received < size and not done.is_set():
+                received += len(conn.recv(65536))
+                done.wait(0.005)
+            conn.sendall(OK)
+            done.wait(5)
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    thread = threading.Thread(target=serve, args=(listener,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+    async def call(pool: ConnectionPool) -> tuple[int, bytes]:
+        response = await _bounded(_post(pool, url, b"s" * size, read_timeout=0.5), 60)
+        body = await response.read()
+        response.release()
+        return response.status, body
+
+    try:
+        assert _run_pool(call) == (200, BODY)
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_a_request_cancelled_while_its_body_is_written_frees_its_place_and_socket(
+    head_only: list[HeadOnlyServer],
+) -> None:
+    # As when the proxy's client hangs up during a large upload to a server that stopped
+    # reading: a graceful close would wait forever to flush the rest of the body.
+    server = HeadOnlyServer()
+    head_only.append(server)
+
+    async def main() -> int:
+        pool = ConnectionPool(user_agent="t")
+        try:
+            sending = asyncio.ensure_future(_post(pool, server.url, b"x" * (16 << 20)))
+            await asyncio.sleep(0.2)  # connected, the socket's buffer full
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            return _open_connections(pool)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(main()) == 0
+    gc.collect()  # a socket left open would warn here, and warnings are errors
+
+
+def test_closing_the_pool_fails_answers_being_read_and_closes_their_sockets(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nthe start", OK)
+
+    async def main() -> None:
+        pool = ConnectionPool(user_agent="t")
+        response = await _post(pool, server.url, read_timeout=3)
+        await pool.close()
+        await response.read()
+
+    with pytest.raises(ServerHungUp, match="the connection pool was closed"):
+        asyncio.run(main())
+    gc.collect()  # a socket left open would warn here, and warnings are errors
+
+
+def test_a_waiter_cancelled_as_it_is_given_a_place_passes_the_place_on(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, OK)
+
+    async def main(pool: ConnectionPool) -> tuple[int, bytes]:
+        holder = await _post(pool, server.url)
+        first = asyncio.ensure_future(_fetch(pool, server.url))
+        second = asyncio.ensure_future(_fetch(pool, server.url))
+        await asyncio.sleep(0.05)  # both wait for the one place
+        holder.close()  # the place goes to `first`...
+        first.cancel()  # ...which is cancelled before it could use it
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        return await _bounded(second)
+
+    assert _run_pool(main, limit_per_host=1) == (200, BODY)
+
+
+def test_a_freed_place_goes_to_the_waiter_not_to_a_newcomer(serve: list[ScriptedServer]) -> None:
+    server = _server(serve, OK, OK)
+
+    async def main(pool: ConnectionPool) -> list[tuple[int, bytes]]:
+        holder = await _post(pool, server.url)
+        waiter = asyncio.ensure_future(_fetch(pool, server.url))
+        await asyncio.sleep(0.05)
+        holder.close()  # its place is the waiter's...
+        mine = await _fetch(pool, server.url)  # ...so this must wait, not open a second one
+        return [mine, await waiter]
+
+    assert _run_pool(main, limit_per_host=1) == [(200, BODY), (200, BODY)]
+    assert server.connections == 2  # the holder's, then one shared: never two at once
+
+
+def test_the_keep_alive_retry_happens_once_and_on_a_new_connection(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, OK, CLOSE)  # each connection answers once, then hangs up
+
+    async def main(pool: ConnectionPool) -> tuple[int, bytes]:
+        # Two idle connections, both about to be closed by the server.
+        await asyncio.gather(_fetch(pool, server.url), _fetch(pool, server.url))
+        return await _fetch(pool, server.url)
+
+    assert _run_pool(main) == (200, BODY)
+    # 2 first requests, then the third: on a stale connection, then once more on a new one
+    # (not on the other stale connection).
+    assert len(server.requests) == 4
+    assert server.connections == 3
+
+
+def test_a_pooled_connection_that_closed_before_use_is_retried_at_once(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, OK, OK)
+
+    async def main(pool: ConnectionPool) -> tuple[int, bytes]:
+        holder = await _post(pool, server.url)
+        await holder.read()
+        waiter = asyncio.ensure_future(_fetch(pool, server.url))
+        await asyncio.sleep(0.05)
+        transport = holder._connection.transport
+        assert transport is not None
+        # The connection is lost (the event is queued) just as the answer is released: the
+        # waiter it is handed to runs only after the loop has reported the loss.
+        transport.abort()
+        holder.release()
+        return await _bounded(waiter, 3)  # not the read timeout (5 s) of a silent socket
+
+    assert _run_pool(main, limit_per_host=1) == (200, BODY)
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({"Content-Length": "5"}, "'Content-Length' is set from the body"),
+        ({"transfer-encoding": "chunked"}, "'transfer-encoding' is set from the body"),
+        ({"X-Bad(": "v"}, "invalid header name"),
+        ({"X-Non-Latin": "\u20ac"}, "the value of header 'X-Non-Latin' is not Latin-1"),
+    ],
+)
+def test_headers_that_would_change_the_framing_are_refused(
+    serve: list[ScriptedServer], headers: dict[str, str], problem: str
+) -> None:
+    server = _server(serve, OK)
+
+    async def call(pool: ConnectionPool) -> None:
+        await pool.post(server.url, b"{}", headers, connect_timeout=5, read_timeout=5)
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        _run_pool(call)
+    assert server.requests == []
+
+
+def test_a_host_header_given_by_the_caller_replaces_ours(serve: list[ScriptedServer]) -> None:
+    server = _server(serve, OK)
+
+    async def call(pool: ConnectionPool) -> None:
+        response = await pool.post(
+            server.url, b"{}", {"host": "api.example"}, connect_timeout=5, read_timeout=5
+        )
+        response.release()
+
+    _run_pool(call)
+
+    head = server.requests[0].split(b"\r\n\r\n")[0].lower()
+    assert head.count(b"\r\nhost:") == 1
+    assert b"\r\nhost: api.example" in head
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/v1 HTTP/1.0", "http://127.0.0.1/v1\x00x", "http://127.0.0.1/v\u00e9"],
+)
+def test_a_url_whose_path_would_break_the_request_line_is_refused(url: str) -> None:
+    with pytest.raises(InvalidURL, match="percent-encode"):
+        _run_pool(lambda pool: _fetch(pool, url))
+
+
+def test_an_international_host_name_is_connected_to_and_sent_as_idna() -> None:
+    # Parsed only: resolving the name would leave 127.0.0.1.
+    target = _async_http._target("https://b\u00fccher.example:8443/v1")
+
+    assert (target.host, target.port) == ("xn--bcher-kva.example", 8443)
+    assert target.host_header == "xn--bcher-kva.example:8443"
+
+
+def test_a_host_name_that_is_not_idna_is_an_invalid_url() -> None:
+    with pytest.raises(InvalidURL, match=r"the host name '.*' is not a valid domain name"):
+        _async_http._target("http://" + "\u00fc" * 64 + ".example/v1")
+
+
+# -- the read timer, on a clock the test moves -------------------------------------------------
+
+
+class _Timer:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Clock:
+    """The parts of an event loop a Response uses, with a time the test sets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.now = 0.0
+        self.timers: list[_Timer] = []
+        self._loop = loop
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    def create_future(self) -> asyncio.Future[None]:
+        return self._loop.create_future()
+
+    def advance_to(self, now: float) -> None:
+        """Set the time, running the timers due by then."""
+        self.now = now
+        for timer in list(self.timers):
+            if not timer.cancelled and timer.when <= now:
+                self.timers.remove(timer)
+                timer.callback()
+
+    def pending(self) -> list[_Timer]:
+        return [timer for timer in self.timers if not timer.cancelled]
+
+
+class _Socket:
+    """A connection's side of a Response: records pauses and how the exchange ended."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.ended: str | None = None
+
+    def pause_reading(self) -> bool:
+        self.paused = True
+        return True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def reading_paused(self) -> bool:
+        return self.paused
+
+    def unsent(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.ended = "closed"
+
+    def wake_sender(self) -> None:
+        pass
+
+    def done(self, *, reusable: bool, abort: bool = False) -> None:
+        self.ended = "reused" if reusable else "closed"
+
+
+def _clocked(read_timeout: float) -> tuple[Response, _Clock, _Socket]:
+    clock = _Clock(asyncio.get_running_loop())
+    sock = _Socket()
+    response = Response(cast(Any, sock), cast(Any, clock), read_timeout)
+    return response, clock, sock
+
+
+def test_a_reader_that_resumes_gets_a_whole_read_timeout_of_server_silence() -> None:
+    part = 1 << 20
+
+    async def main() -> int:
+        response, clock, sock = _clocked(read_timeout=10)
+        response._received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (part + 10))
+        response._received(b"p" * part)
+        response._received(b"p")  # over the pause threshold: the socket is paused
+        assert sock.reading_paused()
+        clock.advance_to(10)  # a slow reader, not a silent server: no timeout
+        clock.advance_to(19)
+        total = 0
+        while sock.reading_paused():  # the reader catches up; reading resumes at t=19
+            total += len(await response.read_some())
+        clock.advance_to(20)  # the server has been silent 1 s since: no timeout either
+        response._received(b"q" * 9)
+        total += len(await response.read())
+        response.release()
+        assert sock.ended == "reused"
+        assert clock.pending() == []
+        return total
+
+    assert asyncio.run(main()) == part + 10
+
+
+def test_the_server_silent_while_nothing_is_paused_times_out() -> None:
+    async def main() -> None:
+        response, clock, _ = _clocked(read_timeout=10)
+        response._received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        clock.advance_to(9)
+        response._received(b"def")
+        clock.advance_to(18.5)  # 9.5 s since the last byte
+        assert clock.pending() != []
+        clock.advance_to(19)
+        with pytest.raises(ReadTimeout, match=r"no data for 10 s"):
+            await response.read()
+        response.close()
+        assert clock.pending() == []
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_answers_that_have_no_body_end_with_their_headers(
+    serve: list[ScriptedServer], status: bytes
+) -> None:
+    # A Content-Length on them describes what the body would have been, not bytes to come.
+    server = _server(serve, b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\n", OK)
+
+    async def twice(pool: ConnectionPool) -> list[tuple[int, bytes]]:
+        return [await _fetch(pool, server.url), await _fetch(pool, server.url)]
+
+    assert _run_pool(twice) == [(int(status[:3]), b""), (200, BODY)]
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "header"),
+    [
+        ("http://[::1]:8080/v1", "::1", 8080, "[::1]:8080"),
+        ("https://[2001:db8::1]/v1", "2001:db8::1", 443, "[2001:db8::1]"),
+        ("http://Example.COM:80/v1", "example.com", 80, "example.com"),
+    ],
+)
+def test_ip_v6_literals_and_default_ports_in_the_host_header(
+    url: str, host: str, port: int, header: str
+) -> None:
+    target = _async_http._target(url)
+
+    assert (target.host, target.port, target.host_header) == (host, port, header)
+
+
+def test_an_answer_released_while_reading_is_paused_leaves_the_socket_reading() -> None:
+    # The answer was complete in the data that crossed the pause threshold, and is released
+    # unread: a connection pooled with reading paused would never hear its next answer.
+    async def main() -> _Socket:
+        response, _, sock = _clocked(read_timeout=10)
+        size = PAUSE_BYTES + 10
+        response._received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"r" * size)
+        assert sock.reading_paused()
+        response.release()
+        return sock
+
+    sock = asyncio.run(main())
+
+    assert sock.ended == "reused"
+    assert not sock.reading_paused()

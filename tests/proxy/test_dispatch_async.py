@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import threading
-from collections.abc import AsyncGenerator, Iterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, Protocol, cast
 
 import pytest
 
@@ -74,10 +73,26 @@ async def _call(request: CompletionRequest) -> Any:
         await openai_async.close_session()
 
 
-def _chunks(result: object) -> AsyncGenerator[StreamChunk, None]:
-    """A streamed answer, typed (the dispatcher returns an async generator)."""
-    assert inspect.isasyncgen(result)
-    return cast("AsyncGenerator[StreamChunk, None]", result)
+class _Chunks(Protocol):
+    """What the dispatcher returns for a stream: async iteration, and aclose()."""
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]: ...
+
+    def __anext__(self) -> Awaitable[StreamChunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _chunks(result: object) -> _Chunks:
+    """A streamed answer, typed."""
+    assert hasattr(result, "__anext__")
+    assert hasattr(result, "aclose")
+    return cast("_Chunks", result)
+
+
+def _open_connections(pool: Any) -> int:
+    """How many connections the pool counts, idle or busy."""
+    return sum(host.count for host in pool._hosts.values())
 
 
 def run(request: CompletionRequest) -> Any:
@@ -410,3 +425,72 @@ def test_https_to_a_plain_http_server_is_a_tls_failure(srv: OpenAIServer) -> Non
         "; check the URL's scheme and the certificate (SSL_CERT_FILE for a private CA)"
     )
     assert srv.requests == []  # the server only saw a TLS handshake it could not read
+
+
+# -- review findings: each test below failed before its fix ---------------------------------
+
+
+def test_a_completion_larger_than_a_mebibyte_is_read_whole(srv: OpenAIServer) -> None:
+    # The client paused the socket at 1 MiB buffered while read() waited for the end: the
+    # call never returned. (Bounded here so the bug fails the test instead of hanging it.)
+    content = "x" * (3 << 20)
+    srv.enqueue(
+        body={
+            "id": "chatcmpl-big",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+        }
+    )
+
+    async def bounded() -> Any:
+        async with asyncio.timeout(20):
+            return await _call(_request(srv))
+
+    reply = asyncio.run(bounded())
+
+    assert reply.choices[0].message.content == content
+
+
+def test_a_stream_closed_before_its_first_chunk_frees_its_connection(srv: OpenAIServer) -> None:
+    # The proxy closes the stream when its client hangs up, maybe before reading any chunk.
+    async def main() -> tuple[int, int]:
+        try:
+            pool = await openai_async.open_session()
+            result = await openai_async._dispatch(_request(srv, stream=True))
+            busy = _open_connections(pool)
+            await AsyncCompletionStream(_chunks(result), None).aclose()
+            return busy, _open_connections(pool)
+        finally:
+            await openai_async.close_session()
+
+    assert asyncio.run(main()) == (1, 0)
+
+
+def test_a_stream_dropped_unread_frees_its_connection(srv: OpenAIServer) -> None:
+    async def main() -> tuple[int, int]:
+        try:
+            pool = await openai_async.open_session()
+            result = await openai_async._dispatch(_request(srv, stream=True))
+            busy = _open_connections(pool)
+            del result  # never iterated, never closed
+            await asyncio.sleep(0)
+            return busy, _open_connections(pool)
+        finally:
+            await openai_async.close_session()
+
+    assert asyncio.run(main()) == (1, 0)
+
+
+def test_a_finished_stream_leaves_no_task_behind(srv: OpenAIServer) -> None:
+    # An async generator left suspended inside another costs the loop a task (and a wake-up
+    # write) to finalize it: about 20 µs per stream.
+    async def main() -> set[asyncio.Task[Any]]:
+        try:
+            result = await openai_async._dispatch(_request(srv, stream=True))
+            _ = [chunk async for chunk in _chunks(result)]
+            await asyncio.sleep(0)
+            return asyncio.all_tasks() - {asyncio.current_task()}
+        finally:
+            await openai_async.close_session()
+
+    assert asyncio.run(main()) == set()

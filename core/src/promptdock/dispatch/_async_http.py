@@ -12,13 +12,18 @@ get right, and no more:
   :data:`IDLE_SECONDS`, or as soon as the server closes them;
 - a request that finds its reused connection closed by the server before any byte of the
   answer (a keep-alive race every client meets) is sent again, once, on a new connection;
+- a connection goes back to the pool only in a known state: its answer read to the end, its
+  request written whole, nothing received out of turn;
 - ``https`` with the default certificate checks (``SSL_CERT_FILE`` names a private CA);
 - answers delimited by ``Content-Length``, chunked, or by the end of the connection; 1xx
-  interim answers skipped; ``gzip`` and ``deflate`` bodies decoded;
+  interim answers skipped; ``gzip`` (several members too) and ``deflate`` (zlib or raw)
+  bodies decoded; at most 64 KiB of headers;
 - a connect timeout, and a read timeout that bounds each silence of the server rather than
   the whole answer, so a long stream that keeps sending is never cut off;
 - flow control: a stream whose reader is slow stops reading the socket at
-  :data:`PAUSE_BYTES` buffered.
+  :data:`PAUSE_BYTES` buffered (:meth:`Response.read`, which takes the whole body, never
+  pauses); a large request body is written as the server reads it, and an answer that comes
+  before the body is all written is read all the same.
 
 The parser is httptools (llhttp, the parser of Node.js), installed with the ``[proxy]`` extra.
 Redirects are not followed (the dispatcher reports them), proxies from the environment are
@@ -30,10 +35,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import re
 import ssl
 import zlib
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -136,6 +142,11 @@ def _target(url: str) -> _Target:
     return target
 
 
+# A space would end the request target, a line break the request line; non-ASCII has no
+# single byte form.
+_UNSAFE_IN_PATH = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
+
+
 def _parse_url(url: str) -> _Target:
     try:
         parts = urlsplit(url)
@@ -147,10 +158,21 @@ def _parse_url(url: str) -> _Target:
     host = parts.hostname
     if not host:
         raise InvalidURL("no host name")
+    if not host.isascii():
+        # What resolvers, certificates and Host headers know is the IDNA form.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidURL(f"the host name {host!r} is not a valid domain name") from None
     secure = parts.scheme == "https"
     default = 443 if secure else 80
     shown = f"[{host}]" if ":" in host else host
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if _UNSAFE_IN_PATH.search(path):
+        raise InvalidURL(
+            f"the path {path!r} holds a space, a control or a non-ASCII character, which "
+            f"would break the request line: percent-encode it"
+        )
     auth = None
     if parts.username is not None:
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -166,27 +188,39 @@ def _parse_url(url: str) -> _Target:
 
 
 _BAD_VALUE = frozenset("\r\n\0")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# The body's framing is the client's to say: a second length, or chunked next to a length,
+# would let the server and anything in between read different requests.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
 def _head_prefix(target: _Target, headers: Mapping[str, str], defaults: Mapping[str, str]) -> bytes:
     """The request line and headers of a ``POST``, all but ``Content-Length``."""
-    fields = {"Host": target.host_header}
     lowered = {name.lower() for name in headers}
+    fields = {} if "host" in lowered else {"Host": target.host_header}
     for name, value in defaults.items():
         if name.lower() not in lowered:
             fields[name] = value
     if target.basic_auth is not None and "authorization" not in lowered:
         fields["Authorization"] = target.basic_auth
     fields.update(headers)
-    lines = [f"POST {target.path} HTTP/1.1"]
+    lines = [f"POST {target.path} HTTP/1.1".encode("ascii")]
     for name, value in fields.items():
-        if not name or not name.isascii() or any(c in name for c in " \t:\r\n\0"):
+        if not _TOKEN.fullmatch(name):
             raise ValueError(f"invalid header name {name!r}")
+        if name.lower() in _FRAMING:
+            raise ValueError(f"header {name!r} is set from the body by the client; remove it")
         if _BAD_VALUE.intersection(value):
             raise ValueError(f"the value of header {name!r} holds a line break or NUL")
-        lines.append(f"{name}: {value}")
-    lines.append("")
-    return "\r\n".join(lines).encode("latin-1", errors="strict")
+        try:
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"the value of header {name!r} is not Latin-1 text; encode it (percent- or "
+                f"RFC 2047-encoding) before sending"
+            ) from None
+    lines.append(b"")
+    return b"\r\n".join(lines)
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -230,6 +264,7 @@ class Response:
         self._parser = httptools.HttpResponseParser(self)
         self._header_items: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._head_seen = 0  # bytes received before the final headers were complete
         self._head_done = False
         self._interim = False
         self._length_known = False
@@ -239,14 +274,22 @@ class Response:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
+        self._whole = False  # read() takes the whole body: never pause reading for it
+        self._unsent = 0  # bytes of the request still to write, when last looked at
         self._waiter: asyncio.Future[None] | None = None
         self._decoder: Any = None
+        self._raw_deflate_possible = False
         self._finished = False
         self.received_any = False
         self._last_data = loop.time()
         self._timer: asyncio.TimerHandle | None = loop.call_at(
             self._last_data + read_timeout, self._check_silence
         )
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`release` or :meth:`close` was called."""
+        return self._finished
 
     @property
     def content_type(self) -> str:
@@ -259,13 +302,27 @@ class Response:
     def _received(self, data: bytes) -> None:
         self.received_any = True
         self._last_data = self._loop.time()
+        if self._complete or self._error is not None:
+            self._out_of_turn()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("the server switched protocols, which is not HTTP/1.1"))
         except httptools.HttpParserError as exc:
-            if self._error is None:
+            if self._error is None and not self._complete:
                 self._fail(ProtocolError(f"the answer is not valid HTTP/1.1 ({exc})"))
+        if not self._head_done:
+            # httptools hands a header over only when its line ends: a line that never ends
+            # is bounded here, by the bytes seen.
+            self._head_seen += len(data)
+            if self._head_seen > _MAX_HEAD_BYTES:
+                self._fail(ProtocolError(f"the answer's headers exceed {_MAX_HEAD_BYTES} bytes"))
+
+    def _out_of_turn(self) -> None:
+        """Bytes after the answer (or after it failed): the connection cannot be trusted."""
+        self._keep_alive = False
+        self._connection.close()
 
     def _lost(self, exc: Exception | None) -> None:
         if self._complete:
@@ -285,9 +342,9 @@ class Response:
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._complete:  # bytes after a whole answer: nothing was asked for them
-            self._keep_alive = False
-            self._connection.close()
+        if self._complete:  # a second answer to one request: none of it is ours
+            self._out_of_turn()
+            raise _StopParsing
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
@@ -314,21 +371,20 @@ class Response:
         if coding in ("gzip", "x-gzip", "deflate"):
             # wbits 47: a zlib or gzip header, detected from the data.
             self._decoder = zlib.decompressobj(47)
+            self._raw_deflate_possible = coding == "deflate"
         elif coding != "identity":
             self._stop(f"the answer uses content-encoding {coding!r}, which is unsupported")
         self._head_done = True
         self._wake()
+        self._connection.wake_sender()  # the answer is here: writing the body can stop waiting
 
     def on_body(self, body: bytes) -> None:
         if self._decoder is not None:
-            try:
-                body = self._decoder.decompress(body)
-            except zlib.error as exc:
-                self._stop(f"the answer's compressed body is corrupt ({exc})")
+            body = self._decode(body)
         if body:
             self._chunks.append(body)
             self._buffered += len(body)
-            if self._buffered > PAUSE_BYTES and not self._paused:
+            if self._buffered > PAUSE_BYTES and not self._paused and not self._whole:
                 self._paused = self._connection.pause_reading()
             self._wake()
 
@@ -339,9 +395,28 @@ class Response:
             return
         self._finish_body()
 
+    def _decode(self, data: bytes) -> bytes:
+        decoder = self._decoder
+        if self._raw_deflate_possible:
+            self._raw_deflate_possible = False
+            # "deflate" should be zlib-wrapped (first byte 0x?8) but some servers send it
+            # raw; gzip (0x1f) is accepted too, as for "gzip".
+            if data[0] & 0x0F != 8 and data[0] != 0x1F:
+                decoder = self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            body: bytes = decoder.decompress(data)
+            while decoder.eof and decoder.unused_data:
+                # Another gzip member: concatenated members make one body.
+                rest = decoder.unused_data
+                decoder = self._decoder = zlib.decompressobj(47)
+                body += decoder.decompress(rest)
+        except zlib.error as exc:
+            self._stop(f"the answer's compressed body is corrupt ({exc})")
+        return body
+
     # -- state ---------------------------------------------------------------------------
 
-    def _stop(self, problem: str) -> None:
+    def _stop(self, problem: str) -> NoReturn:
         """Fail with ``problem`` and make the parser stop (it reports the raise)."""
         self._fail(ProtocolError(problem))
         raise _StopParsing
@@ -362,6 +437,7 @@ class Response:
             self._keep_alive = False
             self._stop_timer()
             self._wake()
+            self._connection.wake_sender()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -380,6 +456,11 @@ class Response:
         now = self._loop.time()
         if self._paused:  # our reader is slow, not the server: wait on
             self._last_data = now
+        elif self._unsent:
+            unsent = self._connection.unsent()
+            if unsent < self._unsent:  # the server is taking the request: not silent
+                self._last_data = now
+            self._unsent = unsent
         deadline = self._last_data + self._read_timeout
         if now >= deadline:
             self._fail(ReadTimeout(f"no data for {self._read_timeout:g} s"))
@@ -418,12 +499,20 @@ class Response:
         chunk = chunks.popleft()
         self._buffered -= len(chunk)
         if self._paused and self._buffered < _RESUME_BYTES:
-            self._paused = False
-            self._connection.resume_reading()
+            self._resume()
         return chunk
+
+    def _resume(self) -> None:
+        self._paused = False
+        # The server's silence is timed from now: while paused, it could not be heard.
+        self._last_data = self._loop.time()
+        self._connection.resume_reading()
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (at most ``limit`` bytes of it); raises as :meth:`read_some`."""
+        self._whole = True
+        if self._paused:
+            self._resume()
         while not self._complete and self._error is None:
             if limit is not None and self._buffered >= limit:
                 break
@@ -433,9 +522,6 @@ class Response:
         body = b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        if self._paused:
-            self._paused = False
-            self._connection.resume_reading()
         return body if limit is None else body[:limit]
 
     def release(self) -> None:
@@ -445,10 +531,13 @@ class Response:
             return
         self._finished = True
         self._stop_timer()
-        if self._complete and self._keep_alive and self._error is None:
-            self._connection.done(reusable=True)
-        else:
-            self._connection.done(reusable=False)
+        whole = self._complete and self._error is None
+        if self._paused and whole:
+            # Complete in the data that paused it, released unread: pooled paused, the
+            # connection would never hear its next answer (nor the server closing it).
+            self._paused = False
+            self._connection.resume_reading()
+        self._connection.done(reusable=whole and self._keep_alive, abort=not whole)
 
     def close(self) -> None:
         """Drop the connection (an answer abandoned part way)."""
@@ -456,7 +545,7 @@ class Response:
             return
         self._finished = True
         self._stop_timer()
-        self._connection.done(reusable=False)
+        self._connection.done(reusable=False, abort=True)
 
 
 # -- connections -----------------------------------------------------------------------------
@@ -494,8 +583,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self.pool._open.discard(self)
+        self.wake_sender()
         response = self.response
         if response is not None:
             response._lost(exc)
@@ -507,19 +596,45 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        response = self.response
+        if response is not None:
+            # The server took bytes of the request: it is not silent.
+            response._last_data = response._loop.time()
+        self.wake_sender()
 
     # -- used by the pool and the response -----------------------------------------------
 
-    async def send(self, data: bytes) -> None:
-        """Write ``data``, waiting while the socket's buffer is full (a large body)."""
-        assert self.transport is not None
-        self.transport.write(data)
-        if self._write_paused and not self.closed:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-            self._drained = None
+    async def send(self, head: bytes, body: bytes, response: Response) -> None:
+        """Write a request; while the socket's buffer is full (a large body), wait for it to
+        drain, for the answer's headers, or for the answer to fail (a read timeout)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(head)
+        if body:
+            transport.write(body)
+        if self._write_paused:
+            response._unsent = transport.get_write_buffer_size()
+        while (
+            self._write_paused
+            and not self.closed
+            and not response._head_done
+            and response._error is None
+        ):
+            self._drained = response._loop.create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    def unsent(self) -> int:
+        """Bytes written but not yet taken by the socket."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def wake_sender(self) -> None:
+        """Let :meth:`send` check again whether to wait."""
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def pause_reading(self) -> bool:
         if self.transport is not None and not self.closed:
@@ -531,19 +646,39 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Close the connection; ``abort``: at once, without flushing or a TLS goodbye (an
+        exchange abandoned part way; a graceful close would wait on a server that may
+        neither read nor answer)."""
         if not self.closed:
             self.closed = True
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                if abort or transport.get_write_buffer_size():
+                    transport.abort()
+                else:
+                    transport.close()
 
-    def done(self, *, reusable: bool) -> None:
+    def abort(self) -> None:
+        """Close the connection at once, even if a graceful close is under way."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def done(self, *, reusable: bool, abort: bool = False) -> None:
         """The exchange is over: back to the pool, or closed."""
         self.response = None
-        if reusable and not self.closed:
+        transport = self.transport
+        if (
+            reusable
+            and not self.closed
+            and transport is not None
+            # The request was written whole (an answer can come before it is).
+            and not transport.get_write_buffer_size()
+        ):
             self.pool._put_back(self)
         else:
-            self.close()
+            self.close(abort=abort)
             self.pool._forget(self)
 
 
@@ -554,7 +689,10 @@ class _Host:
 
     def __init__(self) -> None:
         self.idle: list[_Connection] = []
-        self.count = 0  # open connections, idle or busy
+        # Places taken: open connections (idle or busy), connections being made, and
+        # places handed to waiters that have not run yet.
+        self.count = 0
+        # Each waiter is handed a connection, or ``None``: a place, already counted for it.
         self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
 
 
@@ -578,6 +716,7 @@ class ConnectionPool:
         self._limit = limit_per_host
         self._idle_seconds = idle_seconds
         self._hosts: dict[tuple[bool, str, int], _Host] = {}
+        self._open: set[_Connection] = set()  # every connection whose socket is not closed yet
         self._heads: dict[tuple[int, str], tuple[Mapping[str, str], bytes]] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -595,13 +734,18 @@ class ConnectionPool:
         The caller must :meth:`~Response.release` or :meth:`~Response.close` the answer.
 
         :raises InvalidURL: ``url`` is not an ``http(s)`` URL.
-        :raises ValueError: a header name or value cannot be sent (a line break in it).
+        :raises ValueError: a header cannot be sent (a line break in it, not Latin-1, or
+            ``Content-Length``/``Transfer-Encoding``, which the client sets).
         :raises ConnectTimeout: no connection within ``connect_timeout`` seconds.
         :raises CannotConnect: the connection was refused, the host is unknown...
         :raises ssl.SSLError: the TLS handshake failed.
-        :raises ReadTimeout: the server sent nothing for ``read_timeout`` seconds.
-        :raises ServerHungUp: the server closed the connection before answering.
+        :raises ReadTimeout: the server sent nothing (nor took any of the request) for
+            ``read_timeout`` seconds.
+        :raises ServerHungUp: the server closed the connection before answering (or the pool
+            was closed meanwhile).
         :raises ProtocolError: the answer is not HTTP/1.1.
+        :raises RuntimeError: the pool is closed (or was, while the request waited for a
+            connection).
         """
         if self.closed:
             raise RuntimeError("the connection pool is closed")
@@ -611,20 +755,24 @@ class ConnectionPool:
             request += body
             body = b""
         loop = asyncio.get_running_loop()
+        retried = False
         while True:
-            connection, reused = await self._connection(target, connect_timeout)
+            connection, reused = await self._connection(target, connect_timeout, retried)
             response = Response(connection, loop, read_timeout)
             connection.response = response
             try:
-                await connection.send(request)
-                if body:
-                    await connection.send(body)
+                if connection.closed:
+                    # Lost between leaving the pool and now: no event will report it again.
+                    response._lost(None)
+                else:
+                    await connection.send(request, body, response)
                 await response._headers()
             except ServerHungUp:
                 response.close()
-                if reused and not response.received_any:
+                if reused and not retried and not response.received_any and not self.closed:
                     # The server closed this idle connection as we reused it: the request
                     # never reached it. Once more, on a new connection.
+                    retried = True
                     continue
                 raise
             except BaseException:
@@ -633,17 +781,24 @@ class ConnectionPool:
             return response
 
     async def close(self) -> None:
-        """Close every connection; answers being read fail with :class:`ServerHungUp`."""
+        """Close every connection; answers being read fail with :class:`ServerHungUp`, and
+        requests waiting for a connection with :class:`RuntimeError`."""
         self.closed = True
         hosts, self._hosts = self._hosts, {}
         for host in hosts.values():
             for waiter in host.waiters:
                 if not waiter.done():
-                    waiter.cancel()
-            for connection in host.idle:
-                connection.close()
+                    waiter.set_exception(RuntimeError("the connection pool was closed"))
             host.idle.clear()
-        await asyncio.sleep(0)  # let the transports finish closing
+        connections, self._open = self._open, set()
+        for connection in connections:
+            response = connection.response
+            if response is not None:
+                response._fail(
+                    ServerHungUp("the connection pool was closed before the answer was complete")
+                )
+            connection.abort()
+        await asyncio.sleep(0)  # let the transports close their sockets
 
     # -- internals -----------------------------------------------------------------------
 
@@ -660,39 +815,52 @@ class ConnectionPool:
         return entry[1]
 
     async def _connection(
-        self, target: _Target, connect_timeout: float
+        self, target: _Target, connect_timeout: float, fresh: bool = False
     ) -> tuple[_Connection, bool]:
-        """An idle connection to ``target`` (``True``), else a new one (``False``)."""
+        """An idle connection to ``target`` (``True``), else a new one (``False``).
+
+        ``fresh``: not an idle one (a retry after one was found closed), unless a waiter's.
+        """
         key = target.key
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
-        now = asyncio.get_running_loop().time()
         idle = host.idle
-        while idle:
-            connection = idle.pop()
-            if not connection.closed and now - connection.idle_since < self._idle_seconds:
-                return connection, True
-            connection.close()
-            self._forget(connection)
-        if host.count >= self._limit:
+        if not fresh:
+            now = asyncio.get_running_loop().time()
+            while idle:
+                connection = idle.pop()
+                if not connection.closed and now - connection.idle_since < self._idle_seconds:
+                    return connection, True
+                connection.close()
+                self._forget(connection)
+        elif idle and host.count >= self._limit:
+            oldest = idle.pop(0)  # its place is needed for the new connection
+            oldest.close()
+            self._forget(oldest)
+        if host.count < self._limit:
+            host.count += 1
+        else:
             waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             host.waiters.append(waiter)
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._put_back(waiter.result())  # type: ignore[arg-type]
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Handed a connection or a place as this task was cancelled: pass it on.
+                    given = waiter.result()
+                    if given is None:
+                        self._free_place(host)
+                    else:
+                        self._put_back(given)
                 raise
             if handed is not None:
                 return handed, True
-            # A connection closed: its place is ours.
-        host.count += 1
+            # A connection closed and its place, still counted, was handed to us.
         try:
             connection = await self._connect(target, key, connect_timeout)
         except BaseException:
-            host.count -= 1
-            self._wake_one(host)
+            self._free_place(host)
             raise
         connection.counted = True
         return connection, False
@@ -721,6 +889,11 @@ class ConnectionPool:
         except OSError as exc:
             connection.close()
             raise CannotConnect(exc) from None
+        if self.closed:
+            connection.abort()
+            raise RuntimeError("the connection pool was closed")
+        if not connection.closed:
+            self._open.add(connection)
         return connection
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -730,6 +903,9 @@ class ConnectionPool:
         return self._ssl
 
     def _put_back(self, connection: _Connection) -> None:
+        if connection.closed:
+            self._forget(connection)
+            return
         host = self._hosts.get(connection.key)
         if host is None or self.closed:  # the pool was closed meanwhile
             connection.close()
@@ -752,13 +928,14 @@ class ConnectionPool:
             return
         if connection in host.idle:
             host.idle.remove(connection)
-        host.count -= 1
-        self._wake_one(host)
+        self._free_place(host)
 
     @staticmethod
-    def _wake_one(host: _Host) -> None:
+    def _free_place(host: _Host) -> None:
+        """A place is free: handed to the first waiter (still counted), else given up."""
         while host.waiters:
             waiter = host.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        host.count -= 1

@@ -23,9 +23,10 @@ sync dispatcher in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -106,7 +107,7 @@ async def _dispatch(request: CompletionRequest) -> ModelResponse | AsyncIterator
     call = Call.build(request)
     response = await _send(call)
     if call.stream:
-        return _stream_chunks(response, call)
+        return _Stream(response, call)
     return await _completion(response, call)
 
 
@@ -285,6 +286,43 @@ async def _completion(response: Response, call: Call) -> ModelResponse:
     return call.completion(raw, response.status)
 
 
+class _Stream:
+    """The chunks of a streamed answer, as they arrive (``async for``); :meth:`aclose` or
+    the end of the stream frees its connection.
+
+    Not a bare async generator: closing one that was never started runs none of its code,
+    and a caller that gives up before the first chunk (the proxy, when its client hangs up)
+    must still free the connection.
+    """
+
+    __slots__ = ("_chunks", "_loop", "_response")
+
+    def __init__(self, response: Response, call: Call) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._response = response
+        self._chunks = _stream_chunks(response, call)
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    def __anext__(self) -> Awaitable[StreamChunk]:
+        return self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading; the connection is closed unless the answer was read to its end."""
+        try:
+            await self._chunks.aclose()
+        finally:
+            self._response.close()
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): free the connection (from the loop's own thread, as the
+        # last reference may go in any thread).
+        if not self._response.finished and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._response.close)
+
+
 async def _stream_chunks(response: Response, call: Call) -> AsyncGenerator[StreamChunk, None]:
     """Yield each ``data:`` event as a chunk, as soon as it arrives, until ``[DONE]``."""
     from promptdock.dispatch._async_http import ProtocolError
@@ -294,13 +332,20 @@ async def _stream_chunks(response: Response, call: Call) -> AsyncGenerator[Strea
         if response.content_type == "application/json":
             # The server ignored ``stream`` or reported an error as a plain JSON answer.
             raise call.json_instead_of_events(await _error_body(response), response.status)
-        async for data in _sse_data(response):
-            if data == DONE:
-                await _drain(response)
-                return
-            chunk = call.chunk(data)
-            finished = finished or is_final(chunk)
-            yield chunk
+        # The event lines are split here, not in a nested async generator: one left
+        # suspended at [DONE] would cost the loop a task to finalize it, per stream.
+        lines = EventLines()
+        while True:
+            block = await response.read_some()
+            for data in lines.feed(block) if block else lines.end():
+                if data == DONE:
+                    await _drain(response)
+                    return
+                chunk = call.chunk(data)
+                finished = finished or is_final(chunk)
+                yield chunk
+            if not block:
+                break
     except DispatchError:
         raise  # already ours; an UpstreamTimeoutError must not be caught as a TimeoutError
     except TimeoutError:
@@ -331,13 +376,3 @@ async def _drain(response: Response) -> None:
                     return
     except Exception:  # noqa: S110 - the stream is complete; closing cleans up whatever failed
         pass
-
-
-async def _sse_data(response: Response) -> AsyncIterator[bytes]:
-    """The payload of each ``data:`` line of a server-sent event stream, as it arrives."""
-    lines = EventLines()
-    while block := await response.read_some():
-        for data in lines.feed(block):
-            yield data
-    for data in lines.end():
-        yield data

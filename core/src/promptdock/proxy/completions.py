@@ -246,6 +246,9 @@ class Completions:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            # A relay cancelled before it ran never reached its own ``finally``: the
+            # upstream connection is freed here (closing twice is harmless).
+            await stream.aclose()
         if relay.cancelled():
             exchange.status = _CLIENT_GONE
         else:
@@ -254,10 +257,10 @@ class Completions:
     async def _send_events(
         self, exchange: Exchange, stream: AsyncCompletionStream, headers: Headers
     ) -> None:
-        await exchange.start(200, [*_SSE_HEADERS, *headers])
         send = exchange.send
         tail = _DONE
         try:
+            await exchange.start(200, [*_SSE_HEADERS, *headers])
             async for chunk in stream:
                 event = b"data: " + dumps(chunk) + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": True})
