@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-__all__ = ["LoadResult", "http_request", "run"]
+__all__ = ["LoadResult", "close_all", "http_request", "run"]
 
 
 @dataclass(frozen=True)
@@ -101,17 +101,31 @@ async def _connect(host: str, port: int) -> _Connection:
 
 
 async def run(
-    host: str, port: int, request: bytes, count: int, concurrency: int, timeout: float
+    host: str,
+    port: int,
+    request: bytes,
+    count: int,
+    concurrency: int,
+    timeout: float,
+    keep: list[_Connection] | None = None,
 ) -> LoadResult:
-    """Send ``request`` ``count`` times over ``concurrency`` connections; stop at ``timeout``."""
+    """Send ``request`` ``count`` times over ``concurrency`` connections; stop at ``timeout``.
+
+    :param keep: open connections to reuse, as a client with a connection pool would; the
+        connections still open at the end are left in it, open. Without it, every run opens
+        its own and closes them at the end.
+    """
     remaining = count
     latencies: list[float] = []
     errors = 0
     connections: list[_Connection] = []
+    idle = [c for c in keep if c.transport is not None and not c.closing] if keep else []
 
     async def worker() -> None:
         nonlocal remaining, errors
-        connection: _Connection | None = None
+        connection: _Connection | None = idle.pop() if idle else None
+        if connection is not None:
+            connections.append(connection)
         while remaining > 0:
             remaining -= 1
             started = time.perf_counter()
@@ -137,8 +151,20 @@ async def run(
         errors += remaining + sum(1 for c in connections if c.waiter and not c.waiter.done())
         remaining = 0
     elapsed = time.perf_counter() - started
+    if keep is not None:
+        keep[:] = [c for c in (*connections, *idle) if c.transport is not None and not c.closing]
+        return LoadResult(latencies, errors, elapsed)
     for connection in connections:
         if connection.transport is not None:
             with contextlib.suppress(RuntimeError):
                 connection.transport.close()
     return LoadResult(latencies, errors, elapsed)
+
+
+def close_all(connections: list[_Connection]) -> None:
+    """Close the connections a run kept (see ``keep``)."""
+    for connection in connections:
+        if connection.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                connection.transport.close()
+    connections.clear()

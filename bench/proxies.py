@@ -41,15 +41,18 @@ DIRECT = "upstream alone"
 
 METHOD = (
     "Fixed request counts per round and concurrency: {requests} against the upstream, the "
-    "floor and promptdock, {litellm} against LiteLLM; {rounds} interleaved round(s); a lean "
-    "raw-asyncio HTTP/1.1 client (bench/loadgen.py: keep-alive, one request in flight per "
-    "connection, tens of µs of CPU per request) in this process; every server is first "
-    "warmed at the highest concurrency (prompt loaded, upstream connections pooled), and the "
-    "order of the servers alternates between rounds. Throughput: median over "
-    "rounds; p50/p99: all requests pooled; added latency: a proxy's p50 (p99) minus the "
-    "upstream alone's p50 (p99) at the same concurrency. Start-up: process spawn until "
-    "/health/liveliness answers 200, polled every 10 ms, {startups} cold start(s) each, "
-    "median. Memory: VmRSS of the server process after the load."
+    "floor and promptdock, {litellm} against LiteLLM (at least one per connection); "
+    "{rounds} round(s), each split in {batches} batches per concurrency with the servers "
+    "taking turns batch by batch (the order alternating), so the machine's moments of noise "
+    "fall on all of them alike. Load: a lean raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
+    "one request in flight per connection, tens of µs of CPU per request) in this process, "
+    "keeping its keep-alive connections open between batches as a pooled client does; every "
+    "server is first warmed at the highest concurrency (prompt loaded, upstream connections "
+    "pooled). Throughput: median over batches; p50/p99: all requests pooled; added latency: "
+    "a proxy's p50 (p99) minus the upstream alone's p50 (p99) at the same concurrency. "
+    "Start-up: process spawn until /health/liveliness answers 200, polled every 10 ms, "
+    "{startups} cold start(s) each, median. Memory: VmRSS of the server process after the "
+    "load."
 )
 """How the proxy figures were measured, for the report."""
 
@@ -78,6 +81,7 @@ class Target:
     rps: dict[int, list[float]] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     cpu_s: dict[int, float] = field(default_factory=dict)
+    connections: list[Any] = field(default_factory=list)  # the load's keep-alive connections
 
     @property
     def request(self) -> bytes:
@@ -165,30 +169,53 @@ def _floor(folder: Path, upstream_port: int, timeout: float) -> Server:
     return start_server("floor", command, folder, port, ours.environ(), timeout)
 
 
+BATCHES = 5
+"""Batches per round and concurrency: the servers take turns batch by batch, so a moment of
+noise on the shared machine falls on all of them alike rather than on one server's whole
+share (which decides a p99 at concurrency 1)."""
+
+
 async def _measure(settings: Settings, targets: list[Target]) -> None:
     top = max(settings.proxy_levels)
-    for target in targets:
-        # Warm the prompt, the caches and the upstream connection pool at the highest
-        # concurrency, as a proxy that has been serving is: the first burst of 64 requests
-        # would otherwise open dozens of upstream connections inside the timed load.
-        await loadgen.run(
-            "127.0.0.1", target.port, target.request, max(2 * top, target.requests // 10), top, 60
-        )
-    for round_number in range(settings.proxy_rounds):
-        for level in settings.proxy_levels:
-            # Alternate the order between rounds, so no server always runs first.
-            ordered = targets if round_number % 2 == 0 else targets[::-1]
-            for target in ordered:
-                cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
-                result = await loadgen.run(
-                    "127.0.0.1", target.port, target.request, target.requests, level, 120
-                )
-                if target.pid:
-                    used = base.cpu_seconds(target.pid) - cpu
-                    target.cpu_s[level] = target.cpu_s.get(level, 0.0) + used
-                target.latencies.setdefault(level, []).extend(result.latencies)
-                target.rps.setdefault(level, []).append(len(result.latencies) / result.elapsed)
-                target.errors[level] = target.errors.get(level, 0) + result.errors
+    try:
+        for target in targets:
+            # Warm the prompt, the caches and the pools at the highest concurrency, as a
+            # proxy that has been serving is: the first burst of 64 requests would otherwise
+            # open dozens of connections inside the timed load. The load keeps its
+            # connections open between batches, as a client with a connection pool does.
+            await loadgen.run(
+                "127.0.0.1",
+                target.port,
+                target.request,
+                max(2 * top, target.requests // 10),
+                top,
+                60,
+                keep=target.connections,
+            )
+        for round_number in range(settings.proxy_rounds):
+            for level in settings.proxy_levels:
+                for batch in range(BATCHES):
+                    # Alternate the order, so no server always runs first.
+                    flip = (round_number + batch) % 2
+                    for target in targets[::-1] if flip else targets:
+                        await _batch(target, level)
+    finally:
+        for target in targets:
+            loadgen.close_all(target.connections)
+
+
+async def _batch(target: Target, level: int) -> None:
+    count = max(level, target.requests // BATCHES)
+    cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
+    result = await loadgen.run(
+        "127.0.0.1", target.port, target.request, count, level, 120, keep=target.connections
+    )
+    if target.pid:
+        used = base.cpu_seconds(target.pid) - cpu
+        target.cpu_s[level] = target.cpu_s.get(level, 0.0) + used
+    target.latencies.setdefault(level, []).extend(result.latencies)
+    target.rps.setdefault(level, []).append(len(result.latencies) / result.elapsed)
+    target.errors[level] = target.errors.get(level, 0) + result.errors
 
 
 def _figures(target: Target) -> dict[str, Any]:
@@ -264,6 +291,7 @@ def measure_proxy(settings: Settings, work: Path, litellm: Interpreter | None) -
             requests=settings.proxy_requests,
             litellm=settings.litellm_proxy_requests,
             rounds=settings.proxy_rounds,
+            batches=BATCHES,
             startups=settings.startup_runs,
         ),
         "levels": list(settings.proxy_levels),
