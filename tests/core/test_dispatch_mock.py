@@ -49,11 +49,11 @@ def test_mock_response_is_answered_verbatim_through_the_hook(pm: pluggy.PluginMa
     assert result.choices[0].message.role == "assistant"
     assert result.choices[0].message.content == "Hi, Ada!"
     assert result["choices"][0]["finish_reason"] == "stop"
-    # whitespace word counts: 3 + 4 words in, 2 out
+    # a token per four characters, rounded up, per message: 14 and 13 characters in, 8 out
     assert result.usage.to_dict() == {
-        "prompt_tokens": 7,
+        "prompt_tokens": 8,
         "completion_tokens": 2,
-        "total_tokens": 9,
+        "total_tokens": 10,
     }
 
 
@@ -82,7 +82,8 @@ def test_echo_of_multiline_and_content_parts() -> None:
 
 def test_response_matches_from_text_except_id_and_time() -> None:
     ours = mock.mock_response("a b c", model="m", prompt_tokens=4)
-    reference = ModelResponse.from_text("a b c", model="m", prompt_tokens=4, completion_tokens=3)
+    # five characters: two tokens
+    reference = ModelResponse.from_text("a b c", model="m", prompt_tokens=4, completion_tokens=2)
     for key in ("id", "created"):
         del ours[key], reference[key]
     assert ours == reference
@@ -90,6 +91,26 @@ def test_response_matches_from_text_except_id_and_time() -> None:
     assert ours.prompt is None
     # the wire format round-trips
     assert json.loads(json.dumps(ours)) == reference.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        ([], 0),
+        ([{"role": "user", "content": ""}], 0),
+        ([{"role": "user", "content": "abcd"}], 1),
+        ([{"role": "user", "content": "abcde"}, {"role": "user", "content": "a"}], 3),
+        ([{"role": "assistant", "content": None}], 0),
+        ([{"role": "user", "content": [{"type": "text", "text": "abcdefgh"}, {"x": 1}]}], 2),
+    ],
+)
+def test_prompt_tokens_are_a_token_per_four_characters_per_message(
+    messages: list[dict[str, Any]], expected: int
+) -> None:
+    result = mock.dispatch(_request(messages=messages, mock_response="x"))
+    assert isinstance(result, ModelResponse)
+    assert result.usage.prompt_tokens == expected
+    assert result.usage.total_tokens == expected + 1
 
 
 def test_ids_are_unique_per_call() -> None:
@@ -132,10 +153,11 @@ def test_stream_of_an_echo_with_usage() -> None:
     assert last.choices == []
     text = "".join(c.choices[0].delta.get("content", "") for c in answer)
     assert text == "system: You are terse.\n\nuser: Say hi to Ada"
+    # the echo is 43 characters: 11 tokens
     assert last.usage.to_dict() == {
-        "prompt_tokens": 7,
-        "completion_tokens": 9,
-        "total_tokens": 16,
+        "prompt_tokens": 8,
+        "completion_tokens": 11,
+        "total_tokens": 19,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -182,6 +183,23 @@ def test_connection_settings_are_passed(dock: PromptDock, recorder: Recorder) ->
     assert request.max_retries == 0
     assert dict(request.extra_headers) == {"X-Team": "a"}
     assert "sk-test" not in repr(request)
+
+
+def test_requests_and_renders_are_whole_dataclasses(dock: PromptDock) -> None:
+    # The per-call path builds both without their generated __init__: every field must be
+    # there, equal to what the constructor would have made, and still frozen.
+    request = dock.prepare_request(
+        "mem/gpt-4", prompt_id="hello", prompt_variables={"user_message": "a"}, stream=True
+    )
+    rendered = dock.render("hello", {"user_message": "a"}, source="mem")
+    for made in (request, rendered):
+        names = [field.name for field in dataclasses.fields(made)]
+        assert list(vars(made)) == names
+        assert made == type(made)(**{name: getattr(made, name) for name in names})
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.model = "x"  # type: ignore[misc]
+    assert dataclasses.replace(request, model="x").model == "x"
+    assert (request.stream, request.max_retries, request.extra_headers) == (True, 2, {})
 
 
 def test_unknown_source_prefix(dock: PromptDock) -> None:

@@ -147,6 +147,29 @@ def test_fast_first_result_caller_follows_pluggy_semantics() -> None:
     assert dispatch(request=request).choices[0].message.content == "builtin"
 
 
+def test_positional_calls_reach_each_implementation_by_argument_name() -> None:
+    from promptdock import PromptFile, SourceConfig
+
+    class Picky:
+        @hookimpl
+        def load_prompt(self, version: int | None, source: SourceConfig) -> PromptFile:
+            # fewer arguments than the spec, in an order of its own
+            return PromptFile(id=f"{source.name}-{version}", body="x")
+
+    class Declines:
+        @hookimpl(tryfirst=True)
+        def load_prompt(self, prompt_id: str) -> None:
+            seen.append(prompt_id)
+
+    seen: list[str] = []
+    host = PluginHost(load_entrypoints=False, plugins=[("picky", Picky()), ("no", Declines())])
+    load = host.first_result("load_prompt")
+    source = SourceConfig("s", "kind")
+    assert load.call(source, "an-id", 3).id == "s-3"
+    assert load(source=source, prompt_id="an-id", version=None).id == "s-None"
+    assert seen == ["an-id", "an-id"]
+
+
 def test_broken_plugin_under_warnings_as_errors_leaves_the_host_usable(
     fake_distributions: list[FakeDistribution],
 ) -> None:

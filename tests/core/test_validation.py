@@ -210,6 +210,56 @@ class TestFastPath:
         assert len(str(info.value)) < 140
         assert str(info.value).endswith("...")
 
+    def test_the_first_field_at_fault_is_reported_whatever_its_type(self) -> None:
+        # String fields are checked together first; the report still follows declaration order.
+        schema = obj(
+            ["a", "b", "c"], a={"type": "string"}, b={"type": "integer"}, c={"type": "string"}
+        )
+        assert fails(schema, {"a": 1, "b": "x", "c": 2}).value.field == "a"
+        assert fails(schema, {"a": "x", "b": "x", "c": 2}).value.field == "b"
+        assert fails(schema, {"b": 1, "c": 2}).value.field == "a"
+        info = fails(schema, {"a": "x", "b": 1, "c": None})
+        assert str(info.value) == "prompt 'hello': variable 'c' must be string, got NoneType None"
+        compile_validator(schema, prompt_id="p")({"a": "x", "b": 1, "c": "y", "extra": 0})
+
+    def test_all_string_schemas_report_like_any_other(self) -> None:
+        schema = obj(["a"], a={"type": "string", "description": "d"}, b={"type": "string"})
+        validate = compile_validator(schema, prompt_id="p")
+        validate({"a": "x"})  # b is optional
+        validate(MappingProxyType({"a": "x", "b": "y"}))
+        info = fails(schema, {"a": "x", "b": 2})
+        assert str(info.value) == "prompt 'hello': variable 'b' must be string, got int 2"
+        info = fails(schema, MappingProxyType({"b": "y"}))
+        assert str(info.value) == (
+            "prompt 'hello': variable 'a' is required (expected string); "
+            "pass it or give it a default under input.default"
+        )
+
+    def test_lists_of_strings_report_like_any_other(self) -> None:
+        schema = obj(
+            ["tags"], tags={"type": "array", "items": {"type": "string"}}, q={"type": "string"}
+        )
+        validate = compile_validator(schema, prompt_id="p")
+        validate({"tags": []})
+        validate({"tags": ("a", "b"), "q": "x"})
+        info = fails(schema, {"tags": ["a", "b", 3], "q": "x"})
+        assert str(info.value) == "prompt 'hello': variable 'tags[2]' must be string, got int 3"
+        info = fails(schema, {"tags": "a", "q": "x"})
+        assert str(info.value) == "prompt 'hello': variable 'tags' must be array, got str 'a'"
+
+    def test_string_subclasses_are_strings(self) -> None:
+        class Name(str):
+            pass
+
+        schema = obj(
+            ["a"], a={"type": "string"}, tags={"type": "array", "items": {"type": "string"}}
+        )
+        compile_validator(schema, prompt_id="p")({"a": Name("x"), "tags": [Name("y")]})
+
+    def test_string_fields_with_more_than_a_type_are_fully_checked(self) -> None:
+        schema = obj(["color"], color={"type": "string", "enum": ["RED"], "description": "d"})
+        assert fails(schema, {"color": "BLUE"}).value.field == "color"
+
     def test_an_empty_schema_accepts_anything(self) -> None:
         validate = compile_validator({}, prompt_id="p")
         assert validate is _validation._accept_all

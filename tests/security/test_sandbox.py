@@ -8,14 +8,16 @@ names the prompt, file and line; none may change a variable or run a command.
 
 from __future__ import annotations
 
+import contextvars
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from promptdock import PromptFile, RenderError, RenderOptions, TemplateSecurityError
+from promptdock import PromptFile, RenderError, RenderOptions, TemplateSecurityError, rendering
 from promptdock.rendering import render_prompt
 from tests.security import payloads
 from tests.security.figures import count
@@ -171,6 +173,28 @@ def test_a_thread_starts_each_render_with_a_full_budget(sentinel: Path) -> None:
     options = RenderOptions(max_output_chars=7_000_000)
     for _ in range(3):
         assert len(render_prompt(prompt, {"big": BIG}, options).messages[0]["content"]) == 7 * 10**6
+
+
+def test_a_context_copied_to_another_thread_counts_on_a_budget_of_its_own() -> None:
+    # asyncio.to_thread runs a render in a copy of the caller's context: the copy must not
+    # share the caller's budget, or two threads would draw on (and reset) one count.
+    prompt = PromptFile(id="ssti", body="{{ big }}")
+    render_prompt(prompt, {"big": "x"}, RenderOptions())
+    mine = rendering._budget()
+    left = mine.left
+    theirs: list[object] = []
+
+    def work() -> None:
+        render_prompt(prompt, {"big": "y" * 1000}, RenderOptions())
+        theirs.append(rendering._budget())
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,))
+    worker.start()
+    worker.join()
+    assert len(theirs) == 1
+    assert theirs[0] is not mine
+    assert rendering._budget() is mine
+    assert mine.left == left
 
 
 def test_ordinary_templates_are_unaffected(sentinel: Path) -> None:

@@ -22,6 +22,7 @@ from promptdock.models import (
     RenderedPrompt,
     RenderOptions,
     SourceConfig,
+    _new_request,
 )
 from promptdock.response import AsyncCompletionStream, CompletionStream, ModelResponse
 
@@ -199,16 +200,9 @@ class PromptDock:
     # -- prompts -------------------------------------------------------------------------
 
     def _load(self, source: SourceConfig, prompt_id: str, version: int | None) -> PromptFile:
-        prompt: PromptFile | None = self._load_prompt(
-            source=source, prompt_id=prompt_id, version=version
-        )
+        prompt: PromptFile | None = self._load_prompt.call(source, prompt_id, version)
         if prompt is None:
-            raise PromptNotFoundError(
-                f"no plugin answered for prompt {prompt_id!r} in source {source.name!r} "
-                f"(kind {source.kind!r}); its plugin returned nothing",
-                prompt_id=prompt_id,
-                source=source.name,
-            )
+            raise _no_loader(source, prompt_id)
         return prompt
 
     def get_prompt(
@@ -264,15 +258,9 @@ class PromptDock:
     def _render(
         self, prompt: PromptFile, variables: Mapping[str, Any], options: RenderOptions
     ) -> RenderedPrompt:
-        rendered: RenderedPrompt | None = self._render_hook(
-            prompt=prompt, variables=variables, options=options
-        )
+        rendered: RenderedPrompt | None = self._render_hook.call(prompt, variables, options)
         if rendered is None:
-            raise ConfigError(
-                f"no renderer accepted prompt {prompt.id!r}: is the built-in 'jinja2' plugin "
-                f"blocked (PROMPTDOCK_BLOCK_PLUGINS)?",
-                key="plugins",
-            )
+            raise _no_renderer(prompt)
         return rendered
 
     # -- completions ---------------------------------------------------------------------
@@ -301,6 +289,44 @@ class PromptDock:
         Takes the same arguments as :meth:`completion`; calls no model. May do source I/O
         (a cold remote prompt), so async code runs it in a worker thread.
         """
+        return self._prepare(
+            model,
+            messages,
+            prompt_id,
+            prompt_variables,
+            prompt_version,
+            stream,
+            mock_response,
+            api_base,
+            api_key,
+            timeout,
+            max_retries,
+            append_messages,
+            bitbucket_config,
+            extra_headers,
+            params,
+        )
+
+    def _prepare(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None,
+        prompt_id: str | None,
+        prompt_variables: Mapping[str, Any] | None,
+        prompt_version: int | None,
+        stream: bool,
+        mock_response: str | None,
+        api_base: str | None,
+        api_key: str | None,
+        timeout: float | None,
+        max_retries: int | None,
+        append_messages: bool,
+        bitbucket_config: Mapping[str, Any] | None,
+        extra_headers: Mapping[str, str] | None,
+        params: dict[str, Any],
+    ) -> CompletionRequest:
+        # prepare_request() and completion() both land here with positional arguments: on the
+        # per-call path, one call with fifteen keywords costs more than it looks.
         prefix, _, upstream = model.partition("/")
         provenance = None
         if prompt_id is None:
@@ -326,8 +352,14 @@ class PromptDock:
                 source = self._adhoc_source(SourceConfig(prefix, "bitbucket", bitbucket_config))
             else:
                 source = self.get_source(prefix)
-            prompt = self._load(source, prompt_id, prompt_version)
-            rendered = self._render(prompt, prompt_variables or {}, self.render_options)
+            prompt: PromptFile | None = self._load_prompt.call(source, prompt_id, prompt_version)
+            if prompt is None:
+                raise _no_loader(source, prompt_id)
+            rendered: RenderedPrompt | None = self._render_hook.call(
+                prompt, prompt_variables or {}, self.render_options
+            )
+            if rendered is None:
+                raise _no_renderer(prompt)
             provenance = prompt.provenance
             if upstream.startswith(MOCK_PREFIX) or not rendered.model:
                 final_model = upstream
@@ -337,18 +369,18 @@ class PromptDock:
             if append_messages and messages:
                 final_messages = [*final_messages, *messages]
             final_params = {**rendered.params, **params} if rendered.params else params
-        return CompletionRequest(
-            model=final_model,
-            messages=final_messages,
-            params=final_params,
-            stream=stream,
-            api_base=api_base or self.api_base,
-            api_key=api_key or self.api_key,
-            timeout=timeout if timeout is not None else self.timeout,
-            mock_response=mock_response,
-            provenance=provenance,
-            extra_headers=extra_headers or {},
-            max_retries=2 if max_retries is None else max_retries,
+        return _new_request(
+            final_model,
+            final_messages,
+            final_params,
+            stream,
+            api_base or self.api_base,
+            api_key or self.api_key,
+            timeout if timeout is not None else self.timeout,
+            mock_response,
+            provenance,
+            extra_headers or {},
+            2 if max_retries is None else max_retries,
         )
 
     def completion(
@@ -392,28 +424,28 @@ class PromptDock:
         :raises PromptNotFoundError, PromptSyntaxError, InputValidationError, ConfigError,
             DispatchError: see their docs; all derive from ``PromptdockError``.
         """
-        request = self.prepare_request(
+        request = self._prepare(
             model,
             messages,
-            prompt_id=prompt_id,
-            prompt_variables=prompt_variables,
-            prompt_version=prompt_version,
-            stream=stream,
-            mock_response=mock_response,
-            api_base=api_base,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            append_messages=append_messages,
-            bitbucket_config=bitbucket_config,
-            extra_headers=extra_headers,
-            **params,
+            prompt_id,
+            prompt_variables,
+            prompt_version,
+            stream,
+            mock_response,
+            api_base,
+            api_key,
+            timeout,
+            max_retries,
+            append_messages,
+            bitbucket_config,
+            extra_headers,
+            params,
         )
         return self.send(request)
 
     def send(self, request: CompletionRequest) -> ModelResponse | CompletionStream:
         """Dispatch a prepared request (see :meth:`prepare_request`) through the plugins."""
-        result = self._dispatch(request=request)
+        result = self._dispatch.call(request)
         if result is None:
             raise _no_dispatcher(request)
         if isinstance(result, ModelResponse) and not request.stream:
@@ -463,6 +495,23 @@ class PromptDock:
         if request.stream and hasattr(result, "__anext__"):
             return AsyncCompletionStream(result, request.provenance)
         raise _wrong_result(request, result)
+
+
+def _no_loader(source: SourceConfig, prompt_id: str) -> PromptNotFoundError:
+    return PromptNotFoundError(
+        f"no plugin answered for prompt {prompt_id!r} in source {source.name!r} "
+        f"(kind {source.kind!r}); its plugin returned nothing",
+        prompt_id=prompt_id,
+        source=source.name,
+    )
+
+
+def _no_renderer(prompt: PromptFile) -> ConfigError:
+    return ConfigError(
+        f"no renderer accepted prompt {prompt.id!r}: is the built-in 'jinja2' plugin "
+        f"blocked (PROMPTDOCK_BLOCK_PLUGINS)?",
+        key="plugins",
+    )
 
 
 def _no_dispatcher(request: CompletionRequest) -> DispatchError:

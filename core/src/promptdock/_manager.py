@@ -71,7 +71,9 @@ def _env_list(name: str) -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-_Direct = tuple[tuple[Any, tuple[str, ...]], ...]
+# One direct call per implementation, in pluggy's order: the function, the names of the
+# arguments it takes, and their positions among the spec's arguments (None: all, in order).
+_Direct = tuple[tuple[Any, tuple[str, ...], tuple[int, ...] | None], ...]
 
 
 class FirstResultCaller:
@@ -83,6 +85,9 @@ class FirstResultCaller:
     other than ``None``, exactly as pluggy would. The implementation list is re-read on every
     call (a cheap copy and compare), so plugins registered later are always honoured; with a
     wrapper present, or with ``PROMPTDOCK_TRACE_PLUGINS=1``, the call goes through pluggy.
+
+    Call it with keyword arguments, as pluggy's hooks are called, or (cheaper, for the
+    per-call path) with :meth:`call` and the arguments in the order of the hook's spec.
     """
 
     __slots__ = ("_hook", "_host", "_name", "_plan")
@@ -96,25 +101,57 @@ class FirstResultCaller:
         # whole, so a thread never pairs a new list with an old plan.
         self._plan: tuple[list[pluggy.HookImpl], _Direct | None] = ([], None)
 
-    def _make_plan(self, impls: list[pluggy.HookImpl]) -> _Direct | None:
+    def _make_plan(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl]) -> _Direct | None:
         if self._host.tracing or any(impl.wrapper or impl.hookwrapper for impl in impls):
             return None
+        spec = tuple(hook.spec.argnames) if hook.spec is not None else ()
+        direct = []
         # pluggy calls the last-registered (tryfirst-sorted) implementation first
-        return tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))
+        for impl in reversed(impls):
+            names = tuple(impl.argnames)
+            if not set(names) <= set(spec):
+                return None  # pluggy refuses such an implementation at registration anyway
+            order = None if names == spec else tuple(spec.index(name) for name in names)
+            direct.append((impl.function, names, order))
+        return tuple(direct)
 
-    def __call__(self, **kwargs: Any) -> Any:
+    def _current(self) -> tuple[pluggy.HookCaller, _Direct | None]:
         hook = self._hook
         if hook is None:
             hook = self._hook = getattr(self._host.pm.hook, self._name)
         impls = hook.get_hookimpls()
         plan = self._plan
         if impls != plan[0]:
-            plan = self._plan = (impls, self._make_plan(impls))
-        direct = plan[1]
+            plan = self._plan = (impls, self._make_plan(hook, impls))
+        return hook, plan[1]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        hook, direct = self._current()
         if direct is None:
             return hook(**kwargs)
-        for function, argnames in direct:
+        for function, argnames, _ in direct:
             result = function(*map(kwargs.__getitem__, argnames))
+            if result is not None:
+                return result
+        return None
+
+    def call(self, *args: Any) -> Any:
+        """Call the hook with its arguments by position, in the order its spec declares them
+        (``call(source, prompt_id, version)`` for ``load_prompt``)."""
+        hook = self._hook
+        plan = self._plan
+        if hook is not None and hook.get_hookimpls() == plan[0]:  # _current(), inlined
+            direct = plan[1]
+        else:
+            hook, direct = self._current()
+        if direct is None:
+            spec = hook.spec.argnames if hook.spec is not None else ()
+            return hook(**dict(zip(spec, args, strict=True)))
+        for function, _, order in direct:
+            if order is None:
+                result = function(*args)
+            else:
+                result = function(*[args[index] for index in order])
             if result is not None:
                 return result
         return None

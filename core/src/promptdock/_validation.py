@@ -43,6 +43,7 @@ _SUBSET_KEYWORDS = frozenset(
     {"type", "properties", "required", "additionalProperties", "items", "enum"}
 )
 _KNOWN_TYPES = frozenset({"string", "integer", "number", "boolean", "null", "object", "array"})
+_STRING_ROOT_KEYS = frozenset({"type", "properties", "required", "additionalProperties"})
 
 _CACHE_SIZE = 256
 _cache: dict[tuple[int, str | None], tuple[Mapping[str, Any], Validator]] = {}
@@ -79,12 +80,69 @@ def _build(schema: Mapping[str, Any], prompt_id: str | None) -> Validator:
         check = _Compiler(prompt_id).node(schema, root=True)
         if check is None:
             return _accept_all
+        fields = _string_fields(schema)
+        if fields is not None:
+            # The usual prompt: every variable a string or a list of strings. When each one is,
+            # there is nothing to report; else the full check finds what is wrong (or passes an
+            # absent optional variable, or a tuple).
+            names = tuple(fields)
+            kinds = tuple(fields.values())
+            lists = tuple(name for name, kind in fields.items() if kind is list)
+
+            def validate_strings(variables: Mapping[str, Any]) -> None:
+                if type(variables) is dict and tuple(map(type, map(variables.get, names))) == kinds:
+                    for name in lists:
+                        if not set(map(type, variables[name])) <= _JUST_STR:
+                            break
+                    else:
+                        return
+                check(variables, "")
+
+            return validate_strings
 
         def validate(variables: Mapping[str, Any]) -> None:
             check(variables, "")
 
         return validate
     return _jsonschema_validator(schema, prompt_id)
+
+
+def _string_fields(schema: Mapping[str, Any]) -> dict[str, type] | None:
+    """For a root schema that asks only for strings and lists of strings, each property's
+    Python type (``str`` or ``list``); ``None`` for any other schema.
+
+    At the root ``additionalProperties`` is ignored (see the module docstring) and annotations
+    constrain nothing; ``required`` must name declared properties.
+    """
+    if schema.get("type", "object") not in ("object", ["object"]):
+        return None
+    if not all(key in _STRING_ROOT_KEYS or key in _ANNOTATIONS for key in schema):
+        return None
+    properties = schema.get("properties", {})
+    if not set(schema.get("required", ())) <= set(properties):
+        return None
+    kinds: dict[str, type] = {}
+    for name, sub in properties.items():
+        if _is_plain_string(sub):
+            kinds[name] = str
+        elif _is_string_list(sub):
+            kinds[name] = list
+        else:
+            return None
+    return kinds
+
+
+def _is_string_list(schema: Any) -> bool:
+    """Whether ``schema`` asks for an array of plain strings and nothing more."""
+    return (
+        isinstance(schema, Mapping)
+        and schema.get("type") in ("array", ["array"])
+        and _is_plain_string(schema.get("items"))
+        and all(key in ("type", "items") or key in _ANNOTATIONS for key in schema)
+    )
+
+
+_JUST_STR = frozenset({str})
 
 
 def _accept_all(variables: Mapping[str, Any]) -> None:
@@ -271,6 +329,13 @@ class _Compiler:
             names = [names]
         expected = " or ".join(names)
         tests = tuple(_TYPE_TESTS[n] for n in dict.fromkeys(names))
+        if names == ["string"]:  # the common case, one call less than check_one
+
+            def check_string(value: Any, path: str) -> None:
+                if not isinstance(value, str):
+                    raise self.fail(path, f"must be string, {_got(value)}")
+
+            return check_string
         if len(tests) == 1:
             test = tests[0]
 
@@ -320,13 +385,22 @@ class _Compiler:
         if not fields and extra_check is None:
             return None
         entries = tuple(fields)
+        # Plain string fields (most prompt variables) are checked first, all at once: when each
+        # one holds a str, only the other fields are left to check one by one, in order; else
+        # every field is, in order, so the first field at fault is the one reported.
+        plain = tuple(name for name, _, _, _ in entries if _is_plain_string(properties.get(name)))
+        plain_types = (str,) * len(plain)
+        rest = tuple(entry for entry in entries if entry[0] not in plain)
         fail = self.fail
         missing = object()
 
         def check_object(value: Any, path: str) -> None:
             if not _is_object(value):
                 return  # `type` (if any) reports the wrong type; JSON Schema ignores the rest
-            for name, check, is_required, expected in entries:
+            to_check = entries
+            if plain and tuple(map(type, map(value.get, plain))) == plain_types:
+                to_check = rest
+            for name, check, is_required, expected in to_check:
                 item = value.get(name, missing)
                 if item is missing:
                     if is_required:
@@ -351,6 +425,17 @@ class _Compiler:
         check = self.node(items)
         if check is None:
             return None
+        if _is_plain_string(items):
+            fail = self.fail
+
+            def check_strings(value: Any, path: str) -> None:
+                # No index path is built for items that pass: most do.
+                if isinstance(value, (list, tuple)):
+                    for index, item in enumerate(value):
+                        if not isinstance(item, str):
+                            raise fail(f"{path}[{index}]", f"must be string, {_got(item)}")
+
+            return check_strings
 
         def check_items(value: Any, path: str) -> None:
             if isinstance(value, (list, tuple)):
@@ -358,6 +443,15 @@ class _Compiler:
                     check(item, f"{path}[{index}]")
 
         return check_items
+
+
+def _is_plain_string(schema: Any) -> bool:
+    """Whether ``schema`` asks for a string and nothing more (annotations aside)."""
+    return (
+        isinstance(schema, Mapping)
+        and schema.get("type") in ("string", ["string"])
+        and all(key == "type" or key in _ANNOTATIONS for key in schema)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

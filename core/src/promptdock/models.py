@@ -308,3 +308,53 @@ class CompletionRequest:
     provenance: Provenance | None = None
     extra_headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
     max_retries: int = 2
+
+
+# Frozen dataclasses set each field through object.__setattr__ in their generated __init__,
+# which costs more than the rest of building a request (measured: ~2.5 µs for the eleven
+# fields of a CompletionRequest, ~1 µs here). The per-call path builds its requests and
+# rendered prompts with these instead: the same instance, field for field (neither class has
+# a __post_init__ to run). A test keeps their parameters equal to the classes' fields.
+
+
+def _new_request(
+    model: str,
+    messages: list[dict[str, Any]],
+    params: Mapping[str, Any],
+    stream: bool,
+    api_base: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    mock_response: str | None,
+    provenance: Provenance | None,
+    extra_headers: Mapping[str, str],
+    max_retries: int,
+) -> CompletionRequest:
+    """``CompletionRequest(...)`` with every field given by position, built cheaply."""
+    request = object.__new__(CompletionRequest)
+    fields = request.__dict__
+    fields["model"] = model
+    fields["messages"] = messages
+    fields["params"] = params
+    fields["stream"] = stream
+    fields["api_base"] = api_base
+    fields["api_key"] = api_key
+    fields["timeout"] = timeout
+    fields["mock_response"] = mock_response
+    fields["provenance"] = provenance
+    fields["extra_headers"] = extra_headers
+    fields["max_retries"] = max_retries
+    return request
+
+
+def _new_rendered(
+    messages: list[dict[str, Any]], model: str | None, params: dict[str, Any], prompt: PromptFile
+) -> RenderedPrompt:
+    """``RenderedPrompt(...)`` with every field given by position, built cheaply."""
+    rendered = object.__new__(RenderedPrompt)
+    fields = rendered.__dict__
+    fields["messages"] = messages
+    fields["model"] = model
+    fields["params"] = params
+    fields["prompt"] = prompt
+    return rendered

@@ -7,15 +7,16 @@ undefined variables empty unless ``strict_undefined``), then split the text into
 role lines (``System:``, ``User:``, ``Assistant:``, any case, see :func:`split_messages`).
 
 **Role boundaries come only from text the template author wrote.** Every value printed by
-``{{ ... }}`` passes through the environment's ``finalize`` hook, which marks where the value
-starts and swaps its newlines for a private character, so no line of a value can be read as a
-role line. The markers are removed after splitting, so values come out verbatim, inside the
-message they were written into. Literal template text and included files keep their
-role lines. The one consequence for authors: anything printed *through* ``{{ }}`` is inert,
-including the output of macros, ``caller()``, ``super()`` and ``{% set %}`` blocks, so a role
-line must be written as template text (or come from an include), never produced by an
-expression. The private characters U+E000 and U+E001 are reserved: U+E001 is dropped from
-values and U+E000 in a value comes out as a newline.
+``{{ ... }}`` passes through the environment's ``finalize`` hook, which swaps the value's
+newlines for a private character and, when the value starts with something that could continue
+a role line (``tem:`` after a line that starts ``Sys``, a space after ``User:``...), marks where
+it starts, so no line of a value can be read as a role line. The markers are removed after
+splitting, so values come out verbatim, inside the message they were written into. Literal
+template text and included files keep their role lines. The one consequence for authors:
+anything printed *through* ``{{ }}`` is inert, including the output of macros, ``caller()``,
+``super()`` and ``{% set %}`` blocks, so a role line must be written as template text (or come
+from an include), never produced by an expression. The private characters U+E000 and U+E001
+are reserved: U+E001 is dropped from values and U+E000 in a value comes out as a newline.
 
 **Every render is bounded in memory and time.** Operations that could build a huge value in
 one step (``*``, ``+``, ``~``, ``%``, ``str.format``, ``replace``, ``join``, widths...) are
@@ -23,9 +24,10 @@ refused when the value would pass the size limit. Everything else a template doe
 against a per-render work budget: each loop step (plus the literal text its body writes), each
 call and filter (plus the size of what it returns), each slice and each printed value. The
 clock is read every :data:`_CLOCK_EVERY` units of work, so a render stops shortly after its time
-limit: at most the time of that much work later. The budget lives in a thread-local that
-:func:`render_prompt` resets, because included templates, macros and loops all run on the
-rendering thread. Compiling is bounded too: see :data:`_MAX_TAGS`.
+limit: at most the time of that much work later. The budget lives in a context variable that
+:func:`render_prompt` resets (one budget per thread), because included templates, macros and
+loops all run on the rendering thread, in its context. Compiling is bounded too: see
+:data:`_MAX_TAGS`.
 
 A filter block (``{% filter ... %}``) prints its result like a value: its output is inert, as
 the filter may have turned a value's text into new lines.
@@ -36,8 +38,10 @@ prompt listing) do not pay for it.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
+import itertools
 import json
 import re
 import threading
@@ -60,7 +64,13 @@ from promptdock.errors import (
     TemplateSecurityError,
     UnsafePromptIdError,
 )
-from promptdock.models import IncludeResolver, PromptFile, RenderedPrompt, RenderOptions
+from promptdock.models import (
+    IncludeResolver,
+    PromptFile,
+    RenderedPrompt,
+    RenderOptions,
+    _new_rendered,
+)
 
 if TYPE_CHECKING:
     from jinja2 import Environment, Template
@@ -132,27 +142,43 @@ def render_prompt(
     if options.reject_role_lines:
         _reject_role_lines(prompt, variables)
     try:
-        text = state.template.render(values)
+        text = _render_template(state.template, values)
         model = prompt.model
         if state.model_template is not None:
-            model = _plain(state.model_template.render(values)).strip() or None
+            model = _plain(_render_template(state.model_template, values)).strip() or None
     except PromptdockError:
         raise
     except Exception as exc:
         raise _render_failure(exc, prompt, state) from exc
     if len(text) > options.max_output_chars:
         _check_length(prompt, text, options.max_output_chars)
-    return RenderedPrompt(_split(text), model, _fresh(prompt.params), prompt)
+    return _new_rendered(_split(text), model, _fresh(prompt.params), prompt)
+
+
+def _render_template(template: Template, values: Mapping[str, Any]) -> str:
+    """``template.render(values)`` without its copy of ``values`` (the context copies them
+    anyway); a failure is re-raised by Jinja2 with template lines in its traceback, as
+    ``render`` does, which :func:`_failing_line` reads."""
+    try:
+        return template.environment.concat(
+            template.root_render_func(template.new_context(values))  # type: ignore[arg-type]
+        )
+    except Exception:
+        template.environment.handle_exception()  # re-raises, with template lines
+
+
+_NESTED = (dict, list)
 
 
 def _fresh(params: Mapping[str, Any]) -> dict[str, Any]:
     """A per-render copy of the prompt's params: callers and dispatchers may change theirs
     without touching the cached prompt. Nested values (``response_format``, ``tools``) are
     copied too; scalars, the common case, cost one dict copy."""
-    return {
-        key: copy.deepcopy(value) if isinstance(value, dict | list) else value
-        for key, value in params.items()
-    }
+    fresh = dict(params)
+    for key, value in fresh.items():
+        if isinstance(value, _NESTED):
+            fresh[key] = copy.deepcopy(value)  # the same keys: safe while iterating
+    return fresh
 
 
 def split_messages(text: str) -> list[dict[str, str]]:
@@ -188,18 +214,19 @@ class _LimitExceeded(Exception):
 
 
 class _Budget:
-    """What the render running on one thread may still do. A thread's budget, before its
-    first render, has no limit, so compiling outside a render is never refused."""
+    """What the render running in one context may still do. Until a render starts, the
+    budget in force has no limit, so compiling outside a render is never refused."""
 
-    __slots__ = ("cap", "check_at", "deadline", "left", "options", "work")
+    __slots__ = ("cap", "check_at", "deadline", "left", "options", "thread", "work")
 
-    def __init__(self) -> None:
+    def __init__(self, thread: int | None = None) -> None:
         self.left = 1 << 62  # units of work left
         self.check_at = -(1 << 62)  # look at `left` and the clock when `left` drops below this
         self.deadline = 0.0  # time.monotonic() at which to stop; 0: the clock has not started
         self.options: RenderOptions | None = None
         self.work = _MIN_WORK  # the whole budget, for messages
         self.cap = _MAX_REPEAT  # the largest str or list one operation may build
+        self.thread = thread  # the thread it was made for; None: the shared unlimited one
 
     def seconds(self) -> float:
         """The render time limit: the options' ``max_render_seconds`` when set, else
@@ -211,21 +238,31 @@ class _Budget:
         return MAX_RENDER_SECONDS
 
 
-class _ThreadBudget(threading.local):
-    # One plain object per thread: a thread-local attribute costs several times a plain one,
-    # so the hot paths read `_local.budget` once and work on the object.
-    def __init__(self) -> None:
-        self.budget = _Budget()
-
-
-_local = _ThreadBudget()
+# The budget of the render running in the current context (a thread, or a task's copy of a
+# context). A context variable rather than a thread-local: the hot paths read it for every
+# printed value, and ContextVar.get costs a fraction of a thread-local attribute (measured).
+# Its default, shared by every context on purpose, is the unlimited budget in force outside
+# renders: _start_budget never resets it, it gives each render a budget of its own.
+_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar(
+    "promptdock_render_budget",
+    default=_Budget(),  # noqa: B039
+)
+_budget = _BUDGET.get
 
 # RenderOptions is the lead's file: use its time limit field once it has one.
 _OPTIONS_HAVE_SECONDS = "max_render_seconds" in RenderOptions.__dataclass_fields__
 
 
 def _start_budget(options: RenderOptions) -> None:
-    budget = _local.budget
+    budget = _budget()
+    thread = threading.get_ident()
+    if budget.thread != thread:
+        # The shared unlimited budget, or one that came with a context copied from another
+        # thread (asyncio.to_thread copies the caller's): this context gets a budget of its
+        # own, so no two threads ever count on one. A thread reuses its own, render after
+        # render, as renders on one thread never overlap.
+        budget = _Budget(thread)
+        _BUDGET.set(budget)
     if budget.options is not options:
         budget.options = options
         budget.work = max(_MIN_WORK, options.max_output_chars * _WORK_PER_OUTPUT_CHAR)
@@ -239,7 +276,7 @@ def _start_budget(options: RenderOptions) -> None:
 
 def _charge(units: int) -> None:
     """Spend ``units`` of the current render's work."""
-    budget = _local.budget
+    budget = _budget()
     left = budget.left - units
     budget.left = left
     if left < budget.check_at:
@@ -288,19 +325,19 @@ _ROLE_LINE = re.compile(r"\n[ \t]*(system|user|assistant):[ ]?", re.I | re.A)
 
 
 def _split(text: str) -> list[dict[str, str]]:
-    marked = _VALUE in text or _NEWLINE in text
     # [text before the first role line, role, content, role, content, ...]
     parts = _ROLE_LINE.split("\n" + text)
-    first = _trim(_plain(parts[0]) if marked else parts[0])
-    messages = [{"role": "user", "content": first}] if first else []
-    for i in range(1, len(parts), 2):
-        content = parts[i + 1]
-        messages.append(
-            {"role": parts[i].lower(), "content": _trim(_plain(content) if marked else content)}
-        )
-    if not messages:
-        messages.append({"role": "user", "content": ""})
-    return messages
+    if _VALUE in text or _NEWLINE in text:  # rare: most values need no marker (_neutralise)
+        parts = [_plain(part) for part in parts]
+    pieces = iter(parts)
+    first = next(pieces).rstrip()
+    messages = [{"role": "user", "content": _trim(first)}] if first else []
+    for role, content in zip(pieces, pieces, strict=True):  # the rest: (role, content) pairs
+        content = content.rstrip()
+        if content[:1].isspace():  # _trim's other half, only when there is work for it
+            content = _trim(content)
+        messages.append({"role": role.lower(), "content": content})
+    return messages or [{"role": "user", "content": ""}]
 
 
 def _trim(content: str) -> str:
@@ -318,24 +355,78 @@ def _plain(text: str) -> str:
 
 
 def _neutralise(value: Any) -> str:
-    """``finalize`` hook: make a printed value unable to start a role line (and charge it)."""
+    """``finalize`` hook: make a printed value unable to start a role line (and charge it).
+
+    A role line needs a newline, which a value no longer has once its own are swapped, so a
+    value can only be read as part of one that starts in the text before it: the value would
+    have to begin with the rest of a role line (see :func:`_may_continue_role_line`). Only then
+    does it get the start marker; most values cannot, and skipping the marker keeps them (and
+    the whole text, when no value needed one) free of characters the split must take out again.
+    """
     text = value if type(value) is str else str(value)
     if not text:
         return text
-    budget = _local.budget  # _charge(len(text)), inlined: this runs for every printed value
+    budget = _budget()  # _charge(len(text)), inlined: this runs for every printed value
     left = budget.left - len(text)
     budget.left = left
     if left < budget.check_at:
         _checkpoint(budget)
-    if _VALUE in text:
-        text = text.replace(_VALUE, "")
-        if not text:
-            return text
-    if "\n" in text:
-        # U+E000 already in the text is left alone: it is a newline of a value printed
-        # earlier (inside a macro or a {% set %} block) and must come out as one.
-        text = text.replace("\n", _NEWLINE)
-    return _VALUE + text
+    if not text.isprintable():  # neither marker nor newline is: one look for both
+        if _VALUE in text:
+            text = text.replace(_VALUE, "")
+            if not text:
+                return text
+        if "\n" in text:
+            # U+E000 already in the text is left alone: it is a newline of a value printed
+            # earlier (inside a macro or a {% set %} block) and must come out as one.
+            text = text.replace("\n", _NEWLINE)
+    first = text[0]
+    if (
+        first in _ROLE_LINE_CHARS
+        # Two characters settle most values ("Ada", "It broke"): a value goes on with a role
+        # line only if it starts with a space, a tab or a colon, or like the rest of a role.
+        and (first in " \t:" or text[:2] in _ROLE_HEADS)
+        and _may_continue_role_line(text)
+    ):
+        return _VALUE + text
+    return text
+
+
+_ROLES = ("system", "user", "assistant")
+# Every character a role line has after its newline (see _ROLE_LINE): a value whose first
+# character is none of these cannot be part of one. ASCII only, as the pattern is.
+_ROLE_LINE_CHARS = frozenset(" \t:" + "".join(_ROLES) + "".join(_ROLES).upper())
+# How a role line can go on from inside its role name: the rest of the name, then the colon.
+_ROLE_TAILS = frozenset(f"{role[i:]}:" for role in _ROLES for i in range(len(role) + 1))
+_ROLE_TAIL_STARTS = frozenset(tail[:n] for tail in _ROLE_TAILS for n in range(1, len(tail) + 1))
+_LONGEST_TAIL = max(map(len, _ROLE_TAILS))
+# The first one or two characters of each rest, in every case: a quick way to say no.
+_ROLE_HEADS = frozenset(
+    "".join(chars)
+    for start in _ROLE_TAIL_STARTS
+    if len(start) <= 2
+    for chars in itertools.product(*({c.lower(), c.upper()} for c in start))
+)
+
+
+def _may_continue_role_line(text: str) -> bool:
+    """Whether ``text`` (no newline in it) could be read as part of a role line begun by the
+    text printed before it.
+
+    Such a line starts before ``text``, so it takes ``text``'s first character and goes on
+    from there: spaces or tabs before the role name (or the one space after its colon), or
+    the rest of a role name and its colon (``"tem: x"``, ``"User:"``, ``":"``) — or all of
+    ``text`` fits inside such a rest (``"ste"``), leaving the text after it to finish the line.
+    """
+    if text[0] in " \t:":
+        return True
+    # ASCII case folds exactly, as the pattern's (re.I | re.A); other characters never match
+    # it, and their folding can only make this answer yes more often.
+    head = text[:_LONGEST_TAIL].lower()
+    colon = head.find(":")
+    if colon >= 0 and head[: colon + 1] in _ROLE_TAILS:
+        return True
+    return len(text) <= _LONGEST_TAIL and head in _ROLE_TAIL_STARTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +644,7 @@ def _json_filter(value: Any, indent: int | None = None) -> str:
 def _indented_json(value: Any, indent: Any, what: str, **options: Any) -> str:
     # Indentation repeats on every line and grows with depth: there is no size to check up
     # front, so the text is built piece by piece and dropped once it passes the limit.
-    cap = _local.budget.cap
+    cap = _budget().cap
     size = 0
     parts = []
     for part in json.JSONEncoder(indent=indent, **options).iterencode(value):
@@ -575,7 +666,7 @@ class _Refused(Exception):
 def _check_built(size: int, what: str, kind: str = "str") -> None:
     if size <= _MAX_REPEAT:  # the limit is never lower: no need to look it up
         return
-    cap = _local.budget.cap
+    cap = _budget().cap
     if size > cap:
         unit = "characters" if kind == "str" else "items"
         raise _Refused(f"{what} would build a {kind} of {size} {unit}; the limit is {cap}")
@@ -618,7 +709,7 @@ def _check_join(items: Any, separator: str, what: str) -> Any:
     if type(items) is not list and type(items) is not tuple and type(items) is not str:
         items = list(items)
         _charge(_size(items))
-    cap = _local.budget.cap
+    cap = _budget().cap
     total = len(separator) * max(len(items) - 1, 0)
     for item in items:
         if total > cap:  # no need to measure the rest
@@ -761,7 +852,7 @@ def _loop_guard(iterable: Any, weight: int) -> Any:
     if kind is list or kind is tuple or kind is range or kind is dict or kind is str:
         units = cost * len(iterable)
         if units < _CLOCK_EVERY:
-            budget = _local.budget
+            budget = _budget()
             left = budget.left - units
             budget.left = left
             if left < budget.check_at:
@@ -771,7 +862,7 @@ def _loop_guard(iterable: Any, weight: int) -> Any:
 
 
 def _steps(iterable: Any, cost: int) -> Any:
-    budget = _local.budget
+    budget = _budget()
     for item in iterable:
         left = budget.left - cost
         budget.left = left
@@ -787,7 +878,7 @@ def _concat_guard(items: list[Any]) -> str:
     size = len(text)
     if size > _MAX_REPEAT:
         _check_built(size, "'~'")
-    budget = _local.budget  # _charge(1 + size), inlined like the other guards: hot paths
+    budget = _budget()  # _charge(1 + size), inlined like the other guards: hot paths
     left = budget.left - 1 - size
     budget.left = left
     if left < budget.check_at:
@@ -805,7 +896,7 @@ def _charge_guard(value: Any) -> Any:
         units = 1 + _ITEM_COST * len(value)
     else:
         units = 1
-    budget = _local.budget
+    budget = _budget()
     left = budget.left - units
     budget.left = left
     if left < budget.check_at:

@@ -40,14 +40,24 @@ def _validate(options: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"path": os.path.abspath(os.path.expanduser(os.fspath(path)))}
 
 
+# The last source served and its folder, one tuple replaced whole: a dock passes the same
+# SourceConfig object on every call, and comparing identities skips hashing the config.
+_last: tuple[SourceConfig | None, PromptFolder | None] = (None, None)
+
+
 def folder_for(source: SourceConfig) -> PromptFolder:
     """The (shared, cached) :class:`PromptFolder` serving ``source``."""
+    global _last
+    last_source, folder = _last
+    if last_source is source and folder is not None:
+        return folder
     folder = _folders.get(source)
     if folder is None:
         with _folders_lock:
             folder = _folders.get(source)
             if folder is None:
                 folder = _folders[source] = PromptFolder(source)
+    _last = (source, folder)
     return folder
 
 

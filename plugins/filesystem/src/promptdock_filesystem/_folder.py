@@ -121,7 +121,17 @@ class PromptFolder:
         """The parsed prompt ``prompt_id`` (version ``version``), re-read only when it changed."""
         key = (prompt_id, version)
         entry = self._cache.get(key)
-        if entry is not None and _unchanged(entry):
+        if entry is not None and entry.directory_key is None:
+            # _unchanged(entry) for a file named exactly (the usual entry), inlined: this runs
+            # on every call, and the stat is most of its cost.
+            try:
+                st = os.stat(entry.file)
+            except OSError:
+                pass
+            else:
+                if (st.st_mtime_ns, st.st_size, st.st_ino) == entry.file_key:
+                    return entry.prompt
+        elif entry is not None and _unchanged(entry):
             return entry.prompt
         with self._lock:
             entry = self._cache.get(key)
