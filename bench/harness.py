@@ -249,9 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown section(s) {', '.join(unknown)}; known: {SECTIONS}")
         if args.litellm_venv:
             print(f"[bench] LiteLLM virtualenv {args.litellm_venv} ...", flush=True)
-            setup = ensure_litellm(args.litellm_venv, upgrade=not args.no_upgrade)
+            # Absolute: the benchmark's processes run in other working directories.
+            setup = ensure_litellm(args.litellm_venv.resolve(), upgrade=not args.no_upgrade)
         elif args.litellm_python:
-            setup = LiteLLMSetup(Interpreter.litellm(args.litellm_python))
+            python = args.litellm_python
+            if os.sep in python:  # a path, not a command looked up on PATH
+                python = str(Path(python).resolve())
+            setup = LiteLLMSetup(Interpreter.litellm(python))
         else:
             setup = LiteLLMSetup(None, error="not requested (run with --litellm-venv PATH)")
         setup = verify(setup)

@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -1124,3 +1125,22 @@ def test_an_answer_released_while_reading_is_paused_leaves_the_socket_reading() 
 
     assert sock.ended == "reused"
     assert not sock.reading_paused()
+
+
+def test_a_released_answer_is_freed_without_the_garbage_collector(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, OK)
+
+    async def fetch_and_watch(pool: ConnectionPool) -> weakref.ref[Response]:
+        response = await _post(pool, server.url)
+        await response.read()
+        response.release()
+        return weakref.ref(response)
+
+    gc.disable()  # only reference counting may free it: no cycle through the parser
+    try:
+        watched = _run_pool(fetch_and_watch)
+        assert watched() is None
+    finally:
+        gc.enable()

@@ -261,7 +261,9 @@ class Response:
         self._connection = connection
         self._loop = loop
         self._read_timeout = read_timeout
-        self._parser = httptools.HttpResponseParser(self)
+        # The parser holds this object's callbacks: a reference cycle, broken when the answer
+        # is released or closed so the pair is freed at once rather than by the collector.
+        self._parser: Any = httptools.HttpResponseParser(self)
         self._header_items: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._head_seen = 0  # bytes received before the final headers were complete
@@ -538,6 +540,7 @@ class Response:
             self._paused = False
             self._connection.resume_reading()
         self._connection.done(reusable=whole and self._keep_alive, abort=not whole)
+        self._parser = None
 
     def close(self) -> None:
         """Drop the connection (an answer abandoned part way)."""
@@ -546,6 +549,7 @@ class Response:
         self._finished = True
         self._stop_timer()
         self._connection.done(reusable=False, abort=True)
+        self._parser = None
 
 
 # -- connections -----------------------------------------------------------------------------
