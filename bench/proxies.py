@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import signal
 import statistics
 import subprocess
 import time
@@ -44,7 +46,9 @@ METHOD = (
     "floor and promptdock, {litellm} against LiteLLM (at least one per connection); "
     "{rounds} round(s), each split in {batches} batches per concurrency with the servers "
     "taking turns batch by batch (the order alternating), so the machine's moments of noise "
-    "fall on all of them alike. Load: a lean raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
+    "fall on all of them alike; the servers not being measured are paused (SIGSTOP), so "
+    "their timers and background jobs take no CPU from the one that is. Load: a lean "
+    "raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
     "one request in flight per connection, tens of µs of CPU per request) in this process, "
     "keeping its keep-alive connections open between batches as a pooled client does; every "
     "server is first warmed at the highest concurrency (prompt loaded, upstream connections "
@@ -112,6 +116,7 @@ def start_server(
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink if sink is not None else subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: paused and resumed as one
         )
     deadline = started + timeout
     url = f"http://127.0.0.1:{port}/health/liveliness"
@@ -198,10 +203,25 @@ async def _measure(settings: Settings, targets: list[Target]) -> None:
                     # Alternate the order, so no server always runs first.
                     flip = (round_number + batch) % 2
                     for target in targets[::-1] if flip else targets:
+                        _pause_all_but(targets, target)
                         await _batch(target, level)
     finally:
+        _pause_all_but(targets, None)
         for target in targets:
             loadgen.close_all(target.connections)
+
+
+def _pause_all_but(targets: list[Target], running: Target | None) -> None:
+    """Stop (SIGSTOP) every server but ``running`` and continue (SIGCONT) that one; with
+    ``None``, continue them all. A server idling between its batches still runs timers and
+    background jobs (LiteLLM's proxy has several), which would take CPU from the one being
+    measured on a 2-core machine."""
+    for target in targets:
+        if target.pid is None:
+            continue  # the upstream: every target needs it
+        signal_number = signal.SIGCONT if running in (None, target) else signal.SIGSTOP
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(target.pid), signal_number)
 
 
 async def _batch(target: Target, level: int) -> None:
