@@ -13,7 +13,9 @@ a fixed number of requests; throughput is the median over rounds, latencies are 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -47,7 +49,8 @@ METHOD = (
     "{rounds} round(s), each split in {batches} batches per concurrency with the servers "
     "taking turns batch by batch (the order alternating), so the machine's moments of noise "
     "fall on all of them alike; the servers not being measured are paused (SIGSTOP), so "
-    "their timers and background jobs take no CPU from the one that is. Load: a lean "
+    "their timers and background jobs take no CPU from the one that is, and this process's "
+    "garbage collector is off during each batch. Load: a lean "
     "raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
     "one request in flight per connection, tens of µs of CPU per request) in this process, "
     "keeping its keep-alive connections open between batches as a pooled client does; every "
@@ -204,6 +207,9 @@ async def _measure(settings: Settings, targets: list[Target]) -> None:
                     flip = (round_number + batch) % 2
                     for target in targets[::-1] if flip else targets:
                         _pause_all_but(targets, target)
+                        # Let a resumed server run its overdue timers (closing keep-alive
+                        # connections idle too long) before the load reuses them.
+                        await asyncio.sleep(0.05)
                         await _batch(target, level)
     finally:
         _pause_all_but(targets, None)
@@ -227,9 +233,16 @@ def _pause_all_but(targets: list[Target], running: Target | None) -> None:
 async def _batch(target: Target, level: int) -> None:
     count = max(level, target.requests // BATCHES)
     cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
-    result = await loadgen.run(
-        "127.0.0.1", target.port, target.request, count, level, 120, keep=target.connections
-    )
+    # This process holds every latency measured so far: a collection of its heap in the
+    # middle of a batch would be counted as the server's latency (timeit turns it off too).
+    gc.collect()
+    gc.disable()
+    try:
+        result = await loadgen.run(
+            "127.0.0.1", target.port, target.request, count, level, 120, keep=target.connections
+        )
+    finally:
+        gc.enable()
     if target.pid:
         used = base.cpu_seconds(target.pid) - cpu
         target.cpu_s[level] = target.cpu_s.get(level, 0.0) + used
