@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-__all__ = ["LoadResult", "close_all", "http_request", "run"]
+__all__ = ["LoadResult", "close_all", "http_request", "open_connections", "run"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,16 @@ async def run(
             with contextlib.suppress(RuntimeError):
                 connection.transport.close()
     return LoadResult(latencies, errors, elapsed)
+
+
+async def open_connections(host: str, port: int, keep: list[_Connection], count: int) -> None:
+    """Make ``keep`` hold ``count`` open connections (dropping closed ones), before a timed
+    run: a pooled client in steady state has them, and connecting is not the server's
+    per-request cost."""
+    keep[:] = [c for c in keep if c.transport is not None and not c.closing]
+    missing = count - len(keep)
+    if missing > 0:
+        keep.extend(await asyncio.gather(*(_connect(host, port) for _ in range(missing))))
 
 
 def close_all(connections: list[_Connection]) -> None:

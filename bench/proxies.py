@@ -53,7 +53,8 @@ METHOD = (
     "garbage collector is off during each batch. Load: a lean "
     "raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
     "one request in flight per connection, tens of µs of CPU per request) in this process, "
-    "keeping its keep-alive connections open between batches as a pooled client does; every "
+    "keeping its keep-alive connections open between batches as a pooled client does (and "
+    "opening any the server closed meanwhile before the batch, untimed); every "
     "server is first warmed at the highest concurrency (prompt loaded, upstream connections "
     "pooled). Throughput: median over batches; p50/p99: all requests pooled; added latency: "
     "a proxy's p50 (p99) minus the upstream alone's p50 (p99) at the same concurrency. "
@@ -233,6 +234,7 @@ def _pause_all_but(targets: list[Target], running: Target | None) -> None:
 async def _batch(target: Target, level: int) -> None:
     count = max(level, target.requests // BATCHES)
     cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
+    await loadgen.open_connections("127.0.0.1", target.port, target.connections, level)
     # This process holds every latency measured so far: a collection of its heap in the
     # middle of a batch would be counted as the server's latency (timeit turns it off too).
     gc.collect()
