@@ -49,24 +49,13 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r
 CLOSE = b""  # in a script: close the connection instead of answering
 
 
-class ScriptedServer:
-    """Answers the n-th request of each connection with ``script[n]`` (bytes), or closes the
-    connection at a ``CLOSE`` entry; requests are recorded.
+class LoopbackServer:
+    """A listening socket on 127.0.0.1 whose connections a thread accepts and hands to
+    :meth:`_handle`; :attr:`connections` counts them."""
 
-    :param script: the answers, per request on one connection.
-    :param close_after: close each connection after this many answers.
-    :param delay: seconds to wait before each answer.
-    """
-
-    def __init__(
-        self, script: Sequence[bytes], close_after: int | None = None, delay: float = 0.0
-    ) -> None:
-        self.script = list(script)
-        self.close_after = close_after
-        self.delay = delay
-        self.requests: list[bytes] = []
+    def __init__(self, sock: socket.socket) -> None:
         self.connections = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock = sock
         self._sock.settimeout(0.1)
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
@@ -86,7 +75,37 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=2)
+
+
+class ScriptedServer(LoopbackServer):
+    """Answers the n-th request of each connection with ``script[n]`` (bytes), or closes the
+    connection at a ``CLOSE`` entry; requests are recorded.
+
+    :param script: the answers, per request on one connection.
+    :param close_after: close each connection after this many answers.
+    :param delay: seconds to wait before each answer.
+    """
+
+    def __init__(
+        self, script: Sequence[bytes], close_after: int | None = None, delay: float = 0.0
+    ) -> None:
+        self.script = list(script)
+        self.close_after = close_after
+        self.delay = delay
+        self.requests: list[bytes] = []
+        super().__init__(socket.create_server(("127.0.0.1", 0)))
+
+    def _handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         # A client that drops a connection part way may reset it: that ends this one only.
@@ -116,11 +135,6 @@ class ScriptedServer:
                 conn.sendall(answer)
                 if self.close_after is not None and index + 1 >= self.close_after:
                     return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=2)
 
 
 @pytest.fixture
@@ -573,7 +587,7 @@ def test_https_with_a_private_ca_from_ssl_cert_file(
 # -- review findings: each test below failed before its fix ------------------------------------
 
 
-class HeadOnlyServer:
+class HeadOnlyServer(LoopbackServer):
     """Reads each request's head, then sends ``answer`` (if any) and reads nothing more.
 
     Its sockets have a small receive buffer, so a large request body fills the client's
@@ -582,45 +596,26 @@ class HeadOnlyServer:
 
     def __init__(self, answer: bytes = b"") -> None:
         self.answer = answer
-        self.connections = 0
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(8)
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
         self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        super().__init__(sock)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            self._held.append(conn)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(1)
-                if not data:
-                    break
-                head += data
-            if self.answer:
-                conn.sendall(self.answer)
+    def _handle(self, conn: socket.socket) -> None:
+        self._held.append(conn)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = conn.recv(1)
+            if not data:
+                break
+            head += data
+        if self.answer:
+            conn.sendall(self.answer)
 
     def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=2)
+        super().close()
         for conn in self._held:
             conn.close()
 
