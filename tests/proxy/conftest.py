@@ -20,6 +20,7 @@ import uvicorn
 
 import promptdock_bitbucket
 from promptdock.config import ProxyConfig, load_config
+from promptdock.proxy._http_server import HttpProtocol
 from promptdock.proxy.app import ProxyApp
 from tests.support.bitbucket import BitbucketEmulator, GitRepo
 from tests.support.openai_server import OpenAIServer
@@ -148,6 +149,10 @@ class RunningProxy:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,
+            # As `promptdock serve` runs it (proxy.server.serve).
+            http=HttpProtocol,
+            ws="none",
+            server_header=False,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
