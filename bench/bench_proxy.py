@@ -171,23 +171,29 @@ def floor_app(upstream_url: str) -> Callable[..., Awaitable[None]]:
                 upstream_url, data=json.dumps(payload).encode(), headers=headers
             ) as response:
                 answer = await response.read()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(answer)),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_answer(send, answer)
 
     return app
 
 
+async def send_answer(send: Callable[[dict[str, Any]], Awaitable[None]], answer: bytes) -> None:
+    """Answer 200 with the JSON bytes ``answer`` on an ASGI ``send``."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(answer)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+
+
 def run_floor(upstream_url: str, port: int) -> None:
-    """Serve :func:`floor_app` with uvicorn, configured as ``promptdock serve`` is."""
+    """Serve :func:`floor_app` with uvicorn's own httptools protocol, the issue's reference
+    stack (``promptdock serve`` runs promptdock's leaner protocol under the same uvicorn)."""
     import uvicorn
 
     uvicorn.run(

@@ -31,6 +31,7 @@ from typing import Any
 
 from bench import bench_proxy as base
 from bench import loadgen
+from bench.proxy_work import measure_proxy_work
 from bench.settings import Settings
 from bench.stats import added_latency, quantile, ratio, summarize
 from bench.workers import Interpreter, ProbeError
@@ -54,7 +55,9 @@ METHOD = (
     "raw-asyncio HTTP/1.1 client (bench/loadgen.py: "
     "one request in flight per connection, tens of µs of CPU per request) in this process, "
     "keeping its keep-alive connections open between batches as a pooled client does (and "
-    "opening any the server closed meanwhile before the batch, untimed); every "
+    "opening any the server closed meanwhile before the batch, untimed, then making one "
+    "untimed request on each, since a server's first answer after its pause pays for caches "
+    "the other servers made cold); every "
     "server is first warmed at the highest concurrency (prompt loaded, upstream connections "
     "pooled). Throughput: median over batches; p50/p99: all requests pooled; added latency: "
     "a proxy's p50 (p99) minus the upstream alone's p50 (p99) at the same concurrency. "
@@ -235,6 +238,11 @@ async def _batch(target: Target, level: int) -> None:
     count = max(level, target.requests // BATCHES)
     cpu = base.cpu_seconds(target.pid) if target.pid else 0.0
     await loadgen.open_connections("127.0.0.1", target.port, target.connections, level)
+    # One untimed request per connection: the first answer after a pause pays for the caches
+    # the other servers' batches made cold, which only this benchmark's pausing causes.
+    await loadgen.run(
+        "127.0.0.1", target.port, target.request, level, level, 60, keep=target.connections
+    )
     # This process holds every latency measured so far: a collection of its heap in the
     # middle of a batch would be counted as the server's latency (timeit turns it off too).
     gc.collect()
@@ -338,6 +346,7 @@ def measure_proxy(settings: Settings, work: Path, litellm: Interpreter | None) -
         "rss_after_load_mib": after_rss,
     }
     results["prepare_us"] = base.thread_hop(max(100, settings.proxy_requests // 2))
+    results["own_work_us"] = measure_proxy_work(max(200, settings.proxy_requests))
     results["ratios"] = _ratios(results)
     results["added_ms"] = added_latency(results["targets"], DIRECT)
     return results

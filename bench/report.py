@@ -143,6 +143,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             added_p99,
         )
     )
+    own = _num(_get(proxy, "own_work_us", "promptdock_cpu_us"))
+    floor_work = _n(_get(proxy, "own_work_us", "floor_cpu_us"), 0)
+    found.append(
+        _target(
+            "proxy's own work per request within ~200 µs of CPU (in-process, no sockets)",
+            f"{_n(own, 0)} µs (the floor's work {floor_work} µs)",
+            None if math.isnan(own) else own <= 200,
+            own,
+        )
+    )
     ours_64 = _get(proxy, "targets", "promptdock", "64") or {}
     p99_64 = _num(_get(ours_64, "latency_ms", "p99"))
     errors_64 = ours_64.get("errors")
@@ -467,6 +477,15 @@ def _proxy(results: dict[str, Any], pictures: list[str]) -> list[str]:
             "promptdock against LiteLLM: "
             + ", ".join(f"{k} {_x(v, 1)}" for k, v in ratios.items())
             + ".",
+        ]
+    own = section.get("own_work_us")
+    if own:
+        lines += [
+            "",
+            f"The proxy app's own work per request, in-process with the upstream answered by a "
+            f"hook (bench/proxy_work.py: routing, auth, load, render, upstream body, decoding and "
+            f"checking the answer, provenance, access line): {_time(own['promptdock_cpu_us'])} of "
+            f"CPU; the floor's work (parse, render, encode) {_time(own['floor_cpu_us'])}.",
         ]
     prepare = section.get("prepare_us")
     if prepare:

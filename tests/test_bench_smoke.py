@@ -64,6 +64,8 @@ def test_every_section_runs_without_litellm(outputs: tuple[dict[str, Any], Path]
         for target in results["proxy"]["targets"].values()
         for row in target.values()
     )
+    own_work = results["proxy"]["own_work_us"]
+    assert own_work["promptdock_cpu_us"] > 0 and own_work["floor_cpu_us"] > 0
     assert results["imports"]["promptdock"]["answer"] == "Paris."
     assert results["bitbucket"]["warm"]["warm_http_requests"] == 0
     assert results["bitbucket"]["push"]["one file changed"]["sees_the_edit"] is True
@@ -81,6 +83,8 @@ def test_outputs_are_complete_and_say_what_was_not_measured(
     )
     assert verdicts["proxy holds concurrency 64: zero errors, p99 under 100 ms"] is None  # no 64
     assert verdicts["import at least 20x faster than import litellm"] is None
+    own_work = "proxy's own work per request within ~200 µs of CPU (in-process, no sockets)"
+    assert verdicts[own_work] in (True, False)  # measured without LiteLLM
     text = (out / "REPORT.md").read_text(encoding="utf-8")
     assert f"LiteLLM was not measured in this run:** {NOT_INSTALLED}" in text
     for heading in ("## Targets", "## 1. SDK", "## 2. Import", "## 4. Proxy", "## 5. Scale"):
