@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import email.utils
 import functools
+import gc
 import hashlib
 import random
 import socket
 import threading
 import time
+import tracemalloc
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -637,6 +640,55 @@ def test_receive_after_the_answer_returns_disconnect(server: RunningServer) -> N
     assert [m["type"] for m in after] == ["http.disconnect"]
 
 
+def test_asgi_dicts_handed_to_one_request_are_not_shared_with_the_next(
+    server: RunningServer,
+) -> None:
+    seen: list[tuple[Message, Message]] = []
+    both = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        asgi = dict(scope["asgi"])
+        await receive_body(receive)
+        await answer(send, b"ok")
+        disconnect = await asyncio.wait_for(receive(), TIMEOUT)
+        seen.append((asgi, dict(disconnect)))
+        # The app owns what it was handed, and may change it.
+        scope["asgi"]["changed"] = True
+        disconnect["changed"] = True
+        if len(seen) == 2:
+            both.set()
+
+    server.plug(app)
+    with server.connect() as client:
+        client.exchange(http_request("/first"))
+        client.exchange(http_request("/second"))
+    assert both.wait(TIMEOUT), "the apps never got their disconnect"
+
+    [(_, first), (asgi, disconnect)] = seen
+    assert first == disconnect == {"type": "http.disconnect"}
+    assert "changed" not in asgi
+
+
+@uvicorn_breaks("RFC 9110 s6.5.1: trailer fields are not merged into the header section")
+def test_trailer_fields_stay_out_of_the_scope_headers(server: RunningServer) -> None:
+    headers: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        messages = await receive_body(receive)
+        # Read after the body: a late header here would pass for one the client sent first.
+        headers.append([(bytes(name), bytes(value)) for name, value in scope["headers"]])
+        await answer(send, body_of(messages))
+
+    server.plug(app)
+    with server.connect() as client:
+        client.send(http_request("/t", "POST", headers=["Transfer-Encoding: chunked"]))
+        response = client.exchange(b"3\r\nabc\r\n0\r\nAuthorization: Bearer forged\r\n\r\n")
+
+    assert response.body == b"abc"
+    [names] = [[name for name, _ in h] for h in headers]
+    assert names == [b"host", b"transfer-encoding"]
+
+
 # -- 2. keep-alive and pipelining -------------------------------------------------------------
 
 
@@ -704,6 +756,45 @@ def test_http10_without_keep_alive_closes_after_the_answer(server: RunningServer
     assert scopes[0]["http_version"] == "1.0"
 
 
+@uvicorn_breaks(
+    "memory: it queues every pipelined request it has read (about 20 bytes held per byte)"
+)
+def test_pipelined_flood_holds_bounded_memory(start_server: StartServer) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive_body(receive)
+        if scope["path"] == "/hold":
+            entered.set()
+            await wait_for(release)
+        await answer(send, b"ok")
+
+    # Its own server: requests the client gave up on must not reach other tests' apps.
+    server = start_server(app)
+    flood = http_request("/p") * 6000  # about 250 KiB: what one socket read may bring
+    try:
+        with server.connect() as client:
+            client.send(http_request("/hold"))
+            assert entered.wait(TIMEOUT), "the first request never reached the app"
+            gc.collect()
+            tracemalloc.start()
+            try:
+                client.send(flood)
+                time.sleep(0.15)  # the server reads what it reads; the bound holds regardless
+                held = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            release.set()
+            first = client.read_response()
+            second = client.read_response()
+    finally:
+        release.set()
+
+    assert (first.body, second.body) == (b"ok", b"ok")
+    assert held < 1 * MIB, f"{len(flood)} bytes of pipelined requests held {held} bytes"
+
+
 # -- 3. request bodies ------------------------------------------------------------------------
 
 
@@ -767,6 +858,133 @@ def test_expect_100_continue_gets_an_interim_answer_before_the_body(
     assert final.status == 200
     assert final.body == b"POST /ask hello"
     assert body_of(bodies[0]) == b"hello"
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["plain", "expect-100"])
+def test_answer_before_the_body_ends_says_whether_the_connection_stays(
+    server: RunningServer, expect: bool
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/next":
+            await answer(send, b"next")
+            return
+        if not expect:
+            await receive()  # the first piece, not the rest
+        await answer(send, b"too large", status=413)
+
+    server.plug(app)
+    size = 100_000
+    head = http_request("/upload", "POST", headers=[f"Content-Length: {size}"])
+    with server.connect() as client:
+        if expect:
+            client.send(head[:-2] + b"Expect: 100-continue\r\n\r\n")
+            sent = 0
+        else:
+            client.send(head + b"x" * 1000)
+            sent = 1000
+        response = client.read_response()
+        # RFC 9110 s10.1.1: an early final answer says whether the server closes, or keeps
+        # reading the body; a client that is not told must send the body to reuse the connection.
+        client.send(b"x" * (size - sent))
+        if response.value(b"connection") == b"close":
+            after = client.read_response_or_close()
+        else:
+            after = client.exchange(http_request("/next"))
+
+    assert response.status == 413
+    assert after is None or after.body == b"next"
+
+
+@uvicorn_breaks("RFC 9110 s10.1.1: a server ignores 100-continue from HTTP/1.0 (it sends 100)")
+def test_expect_100_continue_is_ignored_on_http10(server: RunningServer) -> None:
+    asked = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pending = asyncio.ensure_future(receive_body(receive))
+        await asyncio.sleep(0)  # the first receive() call has run: its 100 would be out
+        asked.set()
+        await answer(send, body_of(await pending))
+
+    server.plug(app)
+    with server.connect() as client:
+        client.send(b"POST /old HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        assert asked.wait(TIMEOUT), "the app never asked for the body"
+        client.send(b"hello")
+        # An HTTP/1.0 client knows no interim answers: it takes the first it gets as final.
+        response = client.read_response()
+
+    assert response.status == 200
+    assert response.body == b"hello"
+
+
+def test_cancelled_receive_leaves_a_concurrent_receive_waiting(server: RunningServer) -> None:
+    waiting = threading.Event()
+    results: list[Message | BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kept = asyncio.ensure_future(receive())
+        dropped = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)  # both wait for the body now
+        dropped.cancel()
+        waiting.set()
+        try:
+            results.append(await asyncio.wait_for(kept, TIMEOUT))
+        except BaseException as error:  # recorded for the assertion below
+            results.append(error)
+        await answer(send, b"done")
+
+    server.plug(app)
+    with server.connect() as client:
+        client.send(http_request("/two", "POST", headers=["Content-Length: 5"]))
+        assert waiting.wait(TIMEOUT), "the app never started"
+        client.send(b"hello")
+        response = client.read_response()
+
+    assert response.body == b"done"
+    [result] = results
+    assert isinstance(result, dict), f"the other receive() failed with {result!r}"
+    assert (result["type"], result.get("body")) == ("http.request", b"hello")
+
+
+@uvicorn_breaks("the app waits for a body it refused until the client has read everything")
+def test_refused_body_ends_the_request_at_once_and_nothing_follows_the_400(
+    server: RunningServer,
+) -> None:
+    payload = big_payload()[: 2 * MIB]
+    got_first = threading.Event()
+    told = threading.Event()
+    late: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/big":
+            await receive_body(receive)
+            await answer(send, payload)  # more than the sockets hold: most of it waits
+            return
+        late.append(await receive())
+        got_first.set()
+        late.append(await receive())
+        told.set()
+        # An app that answers anyway: nothing of it may follow the server's 400.
+        await answer(send, b"late")
+
+    server.plug(app)
+    with server.connect(receive_buffer=16384) as client:
+        client.send(
+            http_request("/big")
+            + http_request("/bad", "POST", headers=["Transfer-Encoding: chunked"])
+            + b"5\r\nhello\r\n"
+        )
+        assert got_first.wait(TIMEOUT), "the second request never reached the app"
+        client.send(b"zz\r\n")  # not a chunk size
+        told_at_once = told.wait(0.5)  # it is told at once; this only bounds a failure
+        big = client.read_response()
+        refused = client.read_response()
+        client.assert_closed()
+
+    assert told_at_once, "receive() did not return after the server refused the body"
+    assert hashlib.sha256(big.body).digest() == hashlib.sha256(payload).digest()
+    assert refused.status == 400
+    assert [m["type"] for m in late] == ["http.request", "http.disconnect"]
 
 
 # -- 4. responses -----------------------------------------------------------------------------
@@ -974,6 +1192,20 @@ MALFORMED = {
     "chunked-not-last-coding": (
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
     ),
+    # Request smuggling: framing that two parsers could read two ways (RFC 9112 s2.2, s5.2,
+    # s6.3). httptools refuses all of these; the tests keep it so.
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n",
+    "bare-lf": b"GET / HTTP/1.1\nHost: t\n\n",
+    "bare-cr": b"GET / HTTP/1.1\r\nHost: t\rX-A: a\r\n\r\n",
+    "length-list": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "chunked-twice": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "chunked-then-length": (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
 }
 
 
@@ -1053,6 +1285,23 @@ def test_content_length_with_chunked_closes_after_the_answer(server: RunningServ
         client.assert_closed()
 
     assert response.status == 400 or response.body == b"POST / abc"
+
+
+def test_transfer_encoding_on_http10_closes_after_the_answer(server: RunningServer) -> None:
+    # RFC 9112 s6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+    # server closes after it, so nothing pipelined behind it is read as a request.
+    scopes: list[Scope] = []
+    server.plug(echo(scopes))
+    with server.connect() as client:
+        client.send(
+            b"POST /old HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n" + http_request("/smuggled")
+        )
+        response = client.read_response()
+        client.assert_closed()
+
+    assert response.status == 400 or response.body == b"POST /old abc"
+    assert [s["path"] for s in scopes] in ([], ["/old"])
 
 
 def app_failing(when: str) -> App:
@@ -1164,6 +1413,86 @@ def test_single_body_event_past_its_content_length_is_not_sent(server: RunningSe
     assert after is None or after.body == b"next"
 
 
+OVERSIZED = {
+    "head": (http_request("/big", headers=["X-Big: "])[:-4], b"\r\n\r\n"),
+    "trailers": (
+        http_request("/big", "POST", headers=["Transfer-Encoding: chunked"]) + b"3\r\nabc\r\n0\r\n"
+        b"X-Big: ",
+        b"\r\n\r\n",
+    ),
+}
+
+
+@uvicorn_breaks("memory: it takes a request head or trailer section of any size")
+@pytest.mark.parametrize("part", OVERSIZED.keys())
+def test_oversized_head_or_trailers_are_refused(server: RunningServer, part: str) -> None:
+    bodies: list[list[Message]] = []
+    done = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        bodies.append(await receive_body(receive))
+        done.set()
+        await answer(send, b"accepted")
+
+    server.plug(app)
+    start_bytes, end_bytes = OVERSIZED[part]
+    with server.connect() as client:
+        client.send(start_bytes)
+        for _ in range(32):  # 2 MiB of one field value
+            if not client.send(b"v" * 65536):
+                break
+        client.send(end_bytes)
+        response = client.read_response_or_close()
+
+    assert response is not None, "the server closed without answering"
+    assert response.status == 431
+    if part == "trailers":
+        assert done.wait(TIMEOUT), "receive() never returned"
+        assert bodies[0][-1]["type"] == "http.disconnect"
+    else:
+        assert bodies == []
+
+
+def app_sending_headers(headers: Sequence[tuple[bytes, bytes]]) -> App:
+    """An app answering with ``headers`` (the server may refuse them by raising)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive_body(receive)
+        if scope["path"] == "/next":
+            await answer(send, b"next")
+            return
+        await start(send, 200, headers)
+        await chunk(send, b"ok", more=False)
+
+    return app
+
+
+UNSAFE_HEADERS = {
+    "nul-in-value": [(b"x-note", b"a\x00b")],
+    "space-in-name": [(b"content-length ", b"2")],
+    "colon-in-name": [(b"x-a:b", b"c")],
+    "empty-name": [(b"", b"c")],
+    "signed-length": [(b"content-length", b"+2")],
+    "two-lengths": [(b"content-length", b"2"), (b"content-length", b"2")],
+}
+
+
+@uvicorn_breaks("ASGI: 500 when the app fails before the answer starts (it closes, or sends)")
+@pytest.mark.parametrize("headers", UNSAFE_HEADERS.values(), ids=UNSAFE_HEADERS.keys())
+def test_app_header_that_is_not_a_valid_field_gives_500(
+    server: RunningServer, headers: list[tuple[bytes, bytes]]
+) -> None:
+    server.plug(app_sending_headers(headers))
+    with server.connect() as client:
+        response = client.exchange(http_request("/bad"))
+    with server.connect() as other:
+        after = other.exchange(http_request("/next"))
+
+    # Nothing of the app's answer went out: the field never reached the wire.
+    assert response.status == 500
+    assert after.body == b"next"
+
+
 # -- 6. disconnects ---------------------------------------------------------------------------
 
 
@@ -1249,6 +1578,40 @@ def test_client_leaving_mid_request_head_does_not_break_the_server(
     assert [s["path"] for s in scopes] == ["/next"]
 
 
+def test_closed_connection_leaves_no_reference_cycle(server: RunningServer) -> None:
+    # A cycle keeps a connection's buffers until the cyclic collector runs, which may be late.
+    started = threading.Event()
+    done = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # the first piece of a body that never ends
+        started.set()
+        await receive()  # the disconnect
+        done.set()
+
+    server.plug(app)
+    gc.collect()
+    gc.disable()
+    try:
+        with server.connect() as client:
+            client.send(http_request("/", "POST", headers=["Content-Length: 100000"]) + b"x")
+            assert started.wait(TIMEOUT), "the request never reached the app"
+            [protocol] = [
+                weakref.ref(connection)
+                for connection in list(server.uvicorn.server_state.connections)
+                if getattr(connection, "client", None) == client.address
+            ]
+        assert done.wait(TIMEOUT), "the app never saw the disconnect"
+        deadline = time.monotonic() + TIMEOUT
+        while protocol() is not None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        alive = protocol() is not None
+    finally:
+        gc.enable()
+
+    assert not alive, "the connection's protocol outlived it, waiting for the cyclic collector"
+
+
 # -- 7. flow control --------------------------------------------------------------------------
 
 
@@ -1310,6 +1673,25 @@ def test_idle_connection_closes_after_the_keep_alive_timeout(start_server: Start
     assert (first.body, again.body, slow.body) == (b"/first", b"/again", b"/slow")
 
 
+@uvicorn_breaks("slowloris: the first byte of a request head stops its idle clock for good")
+def test_request_head_trickling_in_is_cut_by_the_keep_alive_timeout(
+    start_server: StartServer,
+) -> None:
+    scopes: list[Scope] = []
+    server = start_server(echo(scopes), timeout_keep_alive=0.1)
+    request = http_request("/slow")
+    with server.connect() as client:
+        # A byte every 0.05 s: each comes within the timeout, the head never does.
+        for index in range(6):
+            client.send(request[index : index + 1])
+            time.sleep(0.05)
+        client.send(request[6:])
+        response = client.read_response_or_close()
+
+    assert response is None
+    assert scopes == []
+
+
 # -- 9. uvicorn's bookkeeping: graceful shutdown, request limit --------------------------------
 
 
@@ -1350,3 +1732,72 @@ def test_request_count_drives_uvicorns_request_limit(start_server: StartServer) 
         client.exchange(http_request("/2"))
         assert server.stopped(), "the server ignored limit_max_requests"
         client.assert_closed()
+
+
+def test_graceful_shutdown_lets_an_upload_in_progress_finish(start_server: StartServer) -> None:
+    payload = big_payload()[:MIB]
+    entered = threading.Event()
+    release = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        messages = [await receive()]
+        entered.set()
+        await wait_for(release, 5.0)  # the server buffers, then stops reading
+        messages += await receive_body(receive)
+        await answer(send, hashlib.sha256(body_of(messages)).hexdigest().encode())
+
+    server = start_server(app, timeout_graceful_shutdown=3)
+    head = http_request("/up", "POST", headers=[f"Content-Length: {len(payload)}"])
+    try:
+        with server.connect() as idle, server.connect() as busy:
+            busy.send(head + payload[: 256 * 1024])
+            assert entered.wait(TIMEOUT), "the upload never reached the app"
+            server.begin_shutdown()
+            idle.assert_closed()  # uvicorn has told every connection
+            release.set()
+            sender = threading.Thread(target=busy.send, args=(payload[256 * 1024 :],))
+            sender.start()
+            response = busy.read_response()
+            sender.join(TIMEOUT)
+            busy.assert_closed()
+    finally:
+        release.set()
+
+    assert response.body == hashlib.sha256(payload).hexdigest().encode()
+    assert response.value(b"connection") == b"close"
+    assert server.stopped(), "the server did not stop"
+
+
+def test_request_limit_refuses_pipelined_requests_with_one_answer(
+    start_server: StartServer,
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive_body(receive)
+        if scope["path"] == "/hold":
+            entered.set()
+            await wait_for(release)
+        await answer(send, b"ok")
+
+    # The limit counts open connections as well as running requests: three are too many.
+    server = start_server(app, limit_concurrency=2)
+    try:
+        with server.connect() as holder, contextlib.ExitStack() as later:
+            holder.send(http_request("/hold"))
+            assert entered.wait(TIMEOUT), "the first request never reached the app"
+            later.enter_context(server.connect())
+            client = later.enter_context(server.connect())
+            client.send(http_request("/a") + http_request("/b"))
+            refused = client.read_response()
+            after = client.read_to_eof()
+            release.set()
+            held = holder.read_response()
+    finally:
+        release.set()
+
+    assert refused.status == 503
+    assert refused.value(b"connection") == b"close"
+    assert after == b"", f"more after an answer that closes the connection: {after[:200]!r}"
+    assert held.body == b"ok"

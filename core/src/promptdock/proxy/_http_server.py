@@ -17,13 +17,22 @@ needs no chunked framing).
 What it does: keep-alive (HTTP/1.1 by default, HTTP/1.0 on request) with an idle timeout;
 pipelined requests answered in order (reading pauses while one waits); request bodies with
 ``content-length`` or chunked, delivered to ``receive`` as they arrive with read flow control;
-``Expect: 100-continue``; chunked answers when the length is not known, close-delimited for
-HTTP/1.0; no body for ``HEAD``, 1xx, 204 and 304; write flow control; ``http.disconnect``
-when the client goes; 400 for a request it cannot parse, 500 when the app fails before
+``Expect: 100-continue`` (HTTP/1.1 only); chunked answers when the length is not known,
+close-delimited for HTTP/1.0; no body for ``HEAD``, 1xx, 204 and 304; write flow control;
+``http.disconnect`` when the client goes or the server closes; 400 for a request it cannot
+parse, 431 for a head or trailer section that keeps growing, 500 when the app fails before
 answering (the connection closes when it fails after), 503 above uvicorn's
-``limit_concurrency``. Upgrade requests (WebSocket, h2c) are answered as plain HTTP, and the
-connection closes after the answer. Not handled: HTTP/2, TLS ALPN, ``--proxy-headers``
-rewriting (applied by uvicorn's middleware around the app as usual).
+``limit_concurrency`` (open connections or running requests). An answer that starts before
+the request body has all arrived says ``connection: close``, and the connection closes after
+it. Upgrade requests (WebSocket, h2c) are answered as plain HTTP, and the connection closes
+after the answer. Not handled: HTTP/2, TLS ALPN, ``--proxy-headers`` rewriting (applied by
+uvicorn's middleware around the app as usual).
+
+Memory per connection stays bounded whatever the client sends: request bodies wait in at most
+about one socket read beyond ``_BODY_HIGH_WATER`` before reading pauses, a head or trailer
+section may not outgrow ``_HEAD_LIMIT``, and at most ``_PIPELINE_DEPTH`` pipelined requests
+wait (the last one kept is answered with ``connection: close``; the client sends the rest
+again on a new connection, as RFC 9112 section 9.3.2 has it).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -48,16 +58,29 @@ _log = logging.getLogger("promptdock.proxy.http")
 _BODY_HIGH_WATER = 64 * 1024
 """Request body bytes buffered for the app before the socket stops being read."""
 
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_HEAD_LIMIT = 64 * 1024
+"""Bytes a request head or trailer section may take beyond the socket read it began in.
+
+httptools keeps a header field that is still arriving, however long, so the bound has to be
+kept here; it counts the reads that brought nothing but such bytes.
+"""
+
+_PIPELINE_DEPTH = 32
+"""Pipelined requests kept waiting behind the one being answered."""
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CHUNKED = (b"transfer-encoding", b"chunked")
-_CLOSE = (b"connection", b"close")
 _LAST_CHUNK = b"0\r\n\r\n"
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _WHITESPACE = b" \t"
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A field name (RFC 9110 section 5.1)."""
+
+_CHECKED_NAMES: set[bytes] = set()
+"""Answer field names already found valid: apps use a handful, checked once each."""
+
+_CHECKED_NAMES_MAX = 512
 
 
 def _status_line(status: int) -> bytes:
@@ -149,7 +172,7 @@ class _Request:
         protocol = self.protocol
         while True:
             if protocol.closed or self.answered:
-                return _DISCONNECT
+                return {"type": "http.disconnect"}  # a new dict: the app may change it
             if self.body or (self.body_complete and not self.delivered):
                 break
             if self.expects_continue and not self.continued and not self.started:
@@ -157,9 +180,11 @@ class _Request:
                 protocol.write(_CONTINUE)
             protocol.resume_reading_for(self)
             waiter = self.waiter
-            if waiter is None or waiter.done():  # done: cancelled with a task that awaited it
+            if waiter is None:
                 waiter = self.waiter = protocol.loop.create_future()
-            await waiter
+            # Shielded: callers may share the waiter, and one caller's cancellation must not
+            # cancel the others' wait.
+            await asyncio.shield(waiter)
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body.clear()
         self.body_size = 0
@@ -201,10 +226,12 @@ class _Request:
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("ASGI app sent http.response.start twice")
-            self.started = True
             status = message["status"]
-            self.status = status
+            # Encoded first: a field it refuses leaves the answer unstarted, so the client
+            # gets a 500 rather than a dropped connection.
             self.head = self._encode_head(status, message.get("headers", ()))
+            self.started = True
+            self.status = status
             # Sent with the first body message if it comes in this same turn of the loop
             # (a whole answer: one write); otherwise on its own, so a stream's client gets the
             # status and headers without waiting for the first event.
@@ -217,11 +244,24 @@ class _Request:
         for name, value in self.protocol.server_state.default_headers:
             head.append(b"%s: %s\r\n" % (name, value))
         for name, value in headers:
-            # A CR or LF would let a header value start a header (or an answer) of its own.
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise RuntimeError(f"ASGI app sent a header with a line break: {name!r}")
+            if name not in _CHECKED_NAMES:
+                _check_name(name)
+            # A CR or LF would let a value start a field (or an answer) of its own; clients
+            # disagree on where a NUL ends one (RFC 9110 section 5.5).
+            if b"\r" in value or b"\n" in value or b"\0" in value:
+                raise RuntimeError(
+                    f"ASGI app sent the answer field {name!r} with a CR, LF or NUL in its "
+                    "value: remove the control characters (or percent-encode the value)"
+                )
             lower = name.lower()
             if lower == b"content-length":
+                # What the framing below relies on must be what the client reads.
+                if not value.isdigit() or self.length_left >= 0:
+                    raise RuntimeError(
+                        f"ASGI app sent content-length {value!r}"
+                        + (" twice" if self.length_left >= 0 else "")
+                        + ": send one, as decimal digits only"
+                    )
                 self.length_left = int(value)
             elif lower == b"connection":
                 if value.lower() == b"close":
@@ -251,6 +291,10 @@ class _Request:
                 self.chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
+        if not self.body_complete:
+            # The rest of the body could not be told from a next request: the connection
+            # closes after this answer, and the client is told so (RFC 9110 section 10.1.1).
+            self.keep_alive = False
         if not self.keep_alive or self.protocol.closing:
             head.append(b"connection: close\r\n")
         elif self.scope["http_version"] == "1.0":
@@ -314,7 +358,7 @@ class HttpProtocol(asyncio.Protocol):
         self.limit = config.limit_concurrency
         self.transport: asyncio.Transport | None = None
         self.parser: Any = None
-        self.closed = False
+        self.closed = False  # by the client or by this side: the app's requests have ended
         self.write_paused = False
         self.reading_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -327,8 +371,10 @@ class HttpProtocol(asyncio.Protocol):
         self.waiting: deque[_Request] = deque()  # pipelined, waiting for ``current``
         self.closing = False  # shutting down: close once the current answer is out
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # never a scope's list once its head ended
         self.hosts = 0  # Host headers in the request being parsed
+        self.marks = 0  # parser events that show progress: a head or body began or ended
+        self.stalled = 0  # bytes of the reads since the last such event
 
     # -- connection ----------------------------------------------------------------------
 
@@ -344,12 +390,12 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = True
         self.server_state.connections.discard(self)
         self._stop_timer()
-        for request in (self.current, self.parsing, *self.waiting):
-            if request is not None:
-                request._wake()
+        self._wake_all()
+        # Requests refer back to this protocol: dropping them here frees the connection by
+        # reference counting, without waiting for the cyclic collector.
+        self.current = self.parsing = None
         self.waiting.clear()
-        self._wake_drain()
-        self.parser = None  # it refers back to this protocol
+        self.parser = None  # it refers back to this protocol too
 
     def eof_received(self) -> None:
         """The client closed its side: taken as a hang-up, as most clients close both at once.
@@ -359,6 +405,8 @@ class HttpProtocol(asyncio.Protocol):
         """
 
     def data_received(self, data: bytes) -> None:
+        # No restart of the idle clock here: a head trickling in must still end in time.
+        marks = self.marks
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -369,26 +417,40 @@ class HttpProtocol(asyncio.Protocol):
                 self.parsing.finish_body()
                 self.parsing = None
         except httptools.HttpParserError as exc:
-            current = self.current
-            if current is None or (self.parsing is current and not current.started):
-                # The app (if it runs) was waiting for this body: it sees the disconnect.
-                self._refuse(400, f"Invalid HTTP request: {exc}")
-            elif self.parsing is current:
-                self._abort()  # its body broke mid-answer: nothing sensible can follow
-            else:
-                # A bad pipelined request: the answer being written ends the connection.
-                self.closing = True
-                self._pause_reading()
-                self.waiting.clear()
+            self._reject(400, f"Invalid HTTP request: {exc}")
         else:
-            if self.current is None and not self.closed:
-                self._idle()  # a request head still on its way gets the idle timeout too
+            if self.marks == marks:
+                # Only head, trailer or chunk framing bytes came, which httptools keeps.
+                self.stalled += len(data)
+                if self.stalled > _HEAD_LIMIT:
+                    self._reject(
+                        431,
+                        f"Request head or trailer section over {_HEAD_LIMIT // 1024} KiB:"
+                        " send fewer or shorter header fields",
+                    )
+            elif self.stalled:
+                self.stalled = 0
+
+    def _reject(self, status: int, text: str) -> None:
+        """The request being parsed cannot be served: answer ``status`` if that is still
+        possible, else end the connection after (or instead of) the answer in progress."""
+        current = self.current
+        if current is None or (self.parsing is current and not current.started):
+            # The app (if it runs) was waiting for this body: it sees the disconnect.
+            self._refuse(status, text)
+        elif self.parsing is current:
+            self._abort()  # its body broke mid-answer: nothing sensible can follow
+        else:
+            # A bad pipelined request: the answer being written ends the connection.
+            self.closing = True
+            self._pause_reading()
+            self.waiting.clear()
 
     def shutdown(self) -> None:
         """uvicorn is stopping: close now if idle, else once the current answer is out."""
         self.closing = True
-        if self.current is None and not self.closed:
-            self.transport.close()  # type: ignore[union-attr]
+        if self.current is None:
+            self._close()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -400,8 +462,10 @@ class HttpProtocol(asyncio.Protocol):
     # -- parser callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.marks += 1
         self.url = b""
-        self.headers = []
+        if self.headers:  # trailer fields of the request before
+            self.headers = []
         self.hosts = 0
 
     def on_url(self, url: bytes) -> None:
@@ -416,6 +480,16 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.marks += 1
+        headers = self.headers
+        # Fields parsed from now on are trailers: they go to a list no scope holds.
+        self.headers = []
+        current = self.current
+        if current is not None and len(self.waiting) >= _PIPELINE_DEPTH:
+            # Read and dropped; the last request kept says the connection closes after it.
+            self.waiting[-1].keep_alive = False
+            self.parsing = None
+            return
         parser = self.parser
         version = parser.get_http_version()
         if self.hosts != 1 and version == "1.1":
@@ -431,7 +505,7 @@ class HttpProtocol(asyncio.Protocol):
         root = self.root_path
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": version,
             "server": self.server,
             "client": self.client,
@@ -441,21 +515,30 @@ class HttpProtocol(asyncio.Protocol):
             "path": root + path if root else path,
             "raw_path": root.encode("ascii") + raw if root else raw,
             "query_string": query,
-            "headers": self.headers,
+            "headers": headers,
             "state": self.app_state.copy(),
         }
         request = _Request(self, scope, parser.should_keep_alive())
-        for name, value in self.headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                request.expects_continue = True
+        if version == "1.1":  # an HTTP/1.0 client would take the 100 for the answer
+            for name, value in headers:
+                if name == b"expect" and value.lower() == b"100-continue":
+                    request.expects_continue = True
+        elif request.keep_alive:
+            # RFC 9112 section 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty (an
+            # HTTP/1.0 hop before this one may have read it otherwise), so nothing after this
+            # request may be taken from the connection.
+            for name, _ in headers:
+                if name == b"transfer-encoding":
+                    request.keep_alive = False
         self.parsing = request
-        if self.current is None:
+        if current is None:
             self._start(request)
         else:
             self.waiting.append(request)
             self._pause_reading()  # one request ahead is enough
 
     def on_body(self, body: bytes) -> None:
+        self.marks += 1
         request = self.parsing
         if request is not None:
             request.feed(body)
@@ -463,6 +546,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._pause_reading()
 
     def on_message_complete(self) -> None:
+        self.marks += 1
         request = self.parsing
         if request is not None:
             self.parsing = None
@@ -473,7 +557,8 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, request: _Request) -> None:
         self.current = request
         state = self.server_state
-        if self.limit is not None and len(state.tasks) >= self.limit:
+        limit = self.limit
+        if limit is not None and (len(state.connections) > limit or len(state.tasks) >= limit):
             self._refuse(503, "Service Unavailable")
             return
         task = self.loop.create_task(self._run(request))
@@ -510,26 +595,32 @@ class HttpProtocol(asyncio.Protocol):
         request._wake()  # a receive waiting for the disconnect returns now
         if self.closed:
             return
-        if not request.keep_alive or self.closing or not request.body_complete:
-            # A body the app did not read to its end cannot be told from the next request.
-            self.transport.close()  # type: ignore[union-attr]
+        if not request.keep_alive or self.closing:
+            # keep_alive is off too when the answer began before the body ended (_frame).
+            self._close()
             return
-        if self.waiting:
-            self._start(self.waiting.popleft())
-        if self.reading_paused and not self.waiting:
+        waiting = self.waiting
+        if waiting:
+            self._start(waiting.popleft())
+            if waiting or self.closed:
+                return
+        if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         if self.current is None:
             self._idle()
 
     def resume_reading_for(self, request: _Request) -> None:
-        """Read the socket again once the app took ``request``'s buffered body."""
+        """Read the socket again once the app took ``request``'s buffered body.
+
+        Shutting down does not stop it: the body of the request being answered still has
+        to come in (no request after it can have been read yet).
+        """
         if (
             self.reading_paused
+            and not request.body_complete
             and request is self.current
-            and not self.waiting
             and request.body_size <= _BODY_HIGH_WATER
-            and not self.closing
             and not self.closed
         ):
             self.reading_paused = False
@@ -566,15 +657,33 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(  # type: ignore[union-attr]
             _plain_answer(status, text, self.server_state.default_headers)
         )
-        self.current = None
-        self.waiting.clear()
-        self.transport.close()  # type: ignore[union-attr]
+        self._close()
 
     def _abort(self) -> None:
-        self.current = None
+        """Close without a word: an answer already on its way cannot be ended properly."""
+        self._close()
+
+    def _close(self) -> None:
+        """Close from this side; the app's request ends now, whatever it writes goes nowhere.
+
+        The transport may take a while to flush what it holds (a client that reads slowly),
+        so ``closed`` is set here rather than left to :meth:`connection_lost`: nothing the
+        app sends later may follow the last answer on the wire.
+        """
+        if self.closed:
+            return
+        self.closed = True
         self.waiting.clear()
-        if not self.closed:
-            self.transport.close()  # type: ignore[union-attr]
+        self._wake_all()
+        self.transport.close()  # type: ignore[union-attr]
+
+    def _wake_all(self) -> None:
+        """Wake every ``receive`` and ``send`` waiting on this connection."""
+        if self.current is not None:
+            self.current._wake()
+        if self.parsing is not None:
+            self.parsing._wake()
+        self._wake_drain()
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
@@ -599,12 +708,23 @@ class HttpProtocol(asyncio.Protocol):
         if left > 0.001:
             self.timer = self.loop.call_later(left, self._idle_timeout)
         else:
-            self.transport.close()  # type: ignore[union-attr]
+            self._close()
 
     def _stop_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _check_name(name: bytes) -> None:
+    """Refuse an answer field name that is not a token; remember the good ones."""
+    if not isinstance(name, bytes) or _TOKEN.fullmatch(name) is None:
+        raise RuntimeError(
+            f"ASGI app sent the answer field name {name!r}: a name is one or more letters, "
+            "digits or !#$%&'*+-.^_`|~ (no spaces, colons or control characters)"
+        )
+    if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
+        _CHECKED_NAMES.add(name)
 
 
 def _address(value: Any) -> tuple[str, int] | None:
