@@ -1248,6 +1248,76 @@ def test_http11_request_needs_exactly_one_host(server: RunningServer, request_by
         response = client.exchange(request_bytes)
 
     assert response.status == 400
+    assert b"Host" in response.body
+
+
+UNSUPPORTED_VERSIONS = {
+    "http09-bare": (b"GET /\r\n\r\n", b"HTTP/0.9"),
+    "http09": (b"GET / HTTP/0.9\r\n\r\n", b"HTTP/0.9"),
+    "http20": (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", b"HTTP/2.0"),
+}
+
+
+@uvicorn_breaks("RFC 9110 s15.6.6: 505 for an HTTP major version it does not serve (it answers)")
+@pytest.mark.parametrize(
+    ("request_bytes", "version"), UNSUPPORTED_VERSIONS.values(), ids=UNSUPPORTED_VERSIONS.keys()
+)
+def test_request_in_another_http_version_gets_505_and_the_connection_closes(
+    server: RunningServer, request_bytes: bytes, version: bytes
+) -> None:
+    scopes: list[Scope] = []
+    server.plug(echo(scopes))
+    with server.connect() as client:
+        response = client.exchange(request_bytes)
+        client.assert_closed()
+
+    assert response.status == 505
+    assert response.value(b"connection") == b"close"
+    # RFC 9110 s15.6.6: the answer says why, and what the server does support.
+    assert version in response.body
+    assert b"HTTP/1.1" in response.body
+    assert scopes == []
+
+
+UNKNOWN_CODINGS = {
+    "gzip-then-chunked": (["Transfer-Encoding: gzip, chunked"], b"gzip"),
+    "one-field-each": (["Transfer-Encoding: deflate", "Transfer-Encoding: chunked"], b"deflate"),
+}
+
+
+@uvicorn_breaks("RFC 9112 s6.1: 501 for a transfer coding it cannot decode (the app gets it coded)")
+@pytest.mark.parametrize(
+    ("headers", "coding"), UNKNOWN_CODINGS.values(), ids=UNKNOWN_CODINGS.keys()
+)
+def test_transfer_coding_other_than_chunked_gets_501_and_the_connection_closes(
+    server: RunningServer, headers: list[str], coding: bytes
+) -> None:
+    scopes: list[Scope] = []
+    server.plug(echo(scopes))
+    with server.connect() as client:
+        client.send(http_request("/coded", "POST", headers=headers) + b"3\r\nabc\r\n0\r\n\r\n")
+        response = client.read_response()
+        assert response.status == 501  # before waiting for a close that may never come
+        client.assert_closed()
+
+    assert response.value(b"connection") == b"close"
+    assert coding in response.body
+    assert b"chunked" in response.body  # the one coding the client may use instead
+    assert scopes == []
+
+
+@pytest.mark.parametrize("coding", ["CHUNKED", ", chunked"], ids=["upper-case", "empty-element"])
+def test_chunked_coding_is_recognised_however_it_is_spelled(
+    server: RunningServer, coding: str
+) -> None:
+    # Codings are case-insensitive, and a list may hold empty elements (RFC 9110 s5.6.1).
+    server.plug(echo())
+    with server.connect() as client:
+        client.send(http_request("/c", "POST", headers=[f"Transfer-Encoding: {coding}"]))
+        response = client.exchange(b"3\r\nabc\r\n0\r\n\r\n")
+        after = client.exchange(http_request("/after"))
+
+    assert (response.body, after.body) == (b"POST /c abc", b"GET /after ")
 
 
 def test_bad_chunk_size_never_completes_the_body(server: RunningServer) -> None:
@@ -1305,7 +1375,8 @@ def test_transfer_encoding_on_http10_closes_after_the_answer(server: RunningServ
 
 
 def app_failing(when: str) -> App:
-    """An app that raises before answering, after answering half, or returns silently."""
+    """An app that raises before answering, after starting, after answering half, or that
+    returns without (finishing) its answer."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive_body(receive)
@@ -1313,6 +1384,14 @@ def app_failing(when: str) -> App:
             await answer(send, b"fine")
         elif when == "before-start":
             raise RuntimeError("the app failed before answering")
+        elif when == "raising-after-start":
+            await start(send, 200, [(b"content-type", b"text/plain")])
+            raise RuntimeError("the app failed after starting its answer")
+        elif when == "silent-after-start":
+            await start(send, 200, [(b"content-type", b"text/plain")])
+        elif when == "body-past-its-length":
+            await start(send, 200, [(b"content-length", b"2")])
+            await chunk(send, b"too long", more=False)  # the server refuses it by raising
         elif when == "after-start-length":
             await start(send, 200, [(b"content-length", b"10")])
             await chunk(send, b"part", more=True)
@@ -1335,6 +1414,26 @@ def test_app_failing_before_the_answer_gives_500(server: RunningServer, when: st
         fine = other.exchange(http_request("/fine"))
 
     assert response.status == 500
+    assert fine.body == b"fine"
+
+
+@uvicorn_breaks("ASGI: 500 when the app fails before a byte is written (it writes the head early)")
+@pytest.mark.parametrize(
+    "when", ["raising-after-start", "silent-after-start", "body-past-its-length"]
+)
+def test_app_failing_after_the_start_but_before_a_byte_was_written_gives_500(
+    server: RunningServer, when: str
+) -> None:
+    server.plug(app_failing(when))
+    with server.connect() as client:
+        response = client.exchange(http_request("/fail"))
+        client.assert_closed()
+    with server.connect() as other:
+        fine = other.exchange(http_request("/fine"))
+
+    assert response.status == 500
+    assert response.value(b"connection") == b"close"
+    assert response.body == b"Internal Server Error"
     assert fine.body == b"fine"
 
 
@@ -1801,3 +1900,64 @@ def test_request_limit_refuses_pipelined_requests_with_one_answer(
     assert refused.value(b"connection") == b"close"
     assert after == b"", f"more after an answer that closes the connection: {after[:200]!r}"
     assert held.body == b"ok"
+
+
+# -- 10. closing with request bytes unread ----------------------------------------------------
+
+
+def test_early_answer_survives_a_client_still_sending_its_body(server: RunningServer) -> None:
+    # A server that closes while request bytes keep coming makes its kernel reset the
+    # connection, and the reset drops whatever of the answer the client has not read yet.
+    refusal = b"".join(b"%06d request body too large\n" % line for line in range(6000))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await answer(send, refusal, status=413)  # without reading the body
+
+    server.plug(app)
+    head = http_request("/upload", "POST", headers=[f"Content-Length: {64 * MIB}"])
+    with server.connect(receive_buffer=16384) as client:
+        client.send(head + b"x" * 65536)
+        answer_head = client.read_head()
+        # Most of the answer still waits in the server's socket, and the client goes on with
+        # its body before it reads further; paced, so that some of it comes after the server
+        # is done with the answer (it runs in another thread).
+        for _ in range(8):
+            time.sleep(0.02)
+            if not client.send(b"x" * 32768):
+                break
+        body = client.read_exact(len(refusal))
+
+    assert answer_head.status == 413
+    assert body == refusal
+
+
+def answer_refused(client: Client) -> Response:
+    """Send a malformed request; the 400 that answers it, read to the server's close."""
+    response = client.exchange(b"NOT A REQUEST\r\n\r\n")
+    client.assert_closed()
+    return response
+
+
+def test_lingering_after_a_refusal_reads_a_bounded_amount(server: RunningServer) -> None:
+    with server.connect() as client:
+        response = answer_refused(client)
+        sent = 0
+        while sent < 32 * MIB and client.send(b"x" * 65536):
+            sent += 65536
+
+    assert response.status == 400
+    assert sent < 32 * MIB, "the server kept reading whatever came after its refusal"
+
+
+def test_lingering_after_a_refusal_ends_in_bounded_time(server: RunningServer) -> None:
+    with server.connect() as client:
+        response = answer_refused(client)
+        # Each byte is read and dropped while the server lingers; once it has closed, a byte
+        # is met with a reset, and the send after it fails.
+        deadline = time.monotonic() + 5.0
+        while client.send(b"x") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gone = not client.send(b"x")
+
+    assert response.status == 400
+    assert gone, "the server still held the connection 5 s after its refusal"

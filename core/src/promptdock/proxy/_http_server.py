@@ -20,13 +20,23 @@ pipelined requests answered in order (reading pauses while one waits); request b
 ``Expect: 100-continue`` (HTTP/1.1 only); chunked answers when the length is not known,
 close-delimited for HTTP/1.0; no body for ``HEAD``, 1xx, 204 and 304; write flow control;
 ``http.disconnect`` when the client goes or the server closes; 400 for a request it cannot
-parse, 431 for a head or trailer section that keeps growing, 500 when the app fails before
-answering (the connection closes when it fails after), 503 above uvicorn's
+parse, 431 for a head or trailer section that keeps growing, 501 for a transfer coding other
+than chunked (``gzip, chunked`` would reach the app still compressed), 505 for an HTTP
+version other than 1.0 and 1.1 (httptools takes 0.9 and 2.0), 500 when the app fails before
+a byte of its answer was written (the head waits for the first body message or the next turn
+of the loop; the connection closes when it fails after), 503 above uvicorn's
 ``limit_concurrency`` (open connections or running requests). An answer that starts before
 the request body has all arrived says ``connection: close``, and the connection closes after
 it. Upgrade requests (WebSocket, h2c) are answered as plain HTTP, and the connection closes
 after the answer. Not handled: HTTP/2, TLS ALPN, ``--proxy-headers`` rewriting (applied by
 uvicorn's middleware around the app as usual).
+
+Closing after an answer (or a refusal) lingers, as RFC 9112 section 9.6 has it: the sending
+side closes once the answer is flushed, then what the client still sends is read and dropped
+until it closes too, ``_LINGER_SECONDS`` pass after the answer left, or ``_LINGER_BYTES``
+came, whichever is first. A plain close with request bytes unread or still coming makes the
+kernel reset the connection, and the reset can destroy the answer before the client reads it
+(a 413 to a client still sending its body).
 
 Memory per connection stays bounded whatever the client sends: request bodies wait in at most
 about one socket read beyond ``_BODY_HIGH_WATER`` before reading pauses, a head or trailer
@@ -68,6 +78,12 @@ kept here; it counts the reads that brought nothing but such bytes.
 _PIPELINE_DEPTH = 32
 """Pipelined requests kept waiting behind the one being answered."""
 
+_LINGER_SECONDS = 2.0
+"""How long a connection closing after an answer keeps reading, once the answer left."""
+
+_LINGER_BYTES = 1024 * 1024
+"""How much a connection closing after an answer reads and drops before it closes anyway."""
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -92,6 +108,15 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES = {status.value: _status_line(status.value) for status in http.HTTPStatus}
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: the request gets ``status`` and ``text`` instead of a 400."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
 
 
 def _plain_answer(status: int, text: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -277,17 +302,17 @@ class _Request:
         head = self.head
         if not head:
             return self._body(body, more)
-        self.head = []
+        framing = b""
         if self._bodiless():
             # HEAD announces the length a GET would get; 1xx, 204 and 304 announce none.
             if self.head_request and self.length_left < 0 and not more:
-                head.append(b"content-length: %d\r\n" % len(body))
+                framing = b"content-length: %d\r\n" % len(body)
         elif self.length_left < 0:
             if not more:
-                head.append(b"content-length: %d\r\n" % len(body))
+                framing = b"content-length: %d\r\n" % len(body)
                 self.length_left = len(body)
             elif self.scope["http_version"] == "1.1":
-                head.append(b"transfer-encoding: chunked\r\n")
+                framing = b"transfer-encoding: chunked\r\n"
                 self.chunked = True
             else:
                 self.keep_alive = False  # HTTP/1.0: the end of the body is the close
@@ -296,11 +321,16 @@ class _Request:
             # closes after this answer, and the client is told so (RFC 9110 section 10.1.1).
             self.keep_alive = False
         if not self.keep_alive or self.protocol.closing:
-            head.append(b"connection: close\r\n")
+            end = b"connection: close\r\n\r\n"
         elif self.scope["http_version"] == "1.0":
-            head.append(b"connection: keep-alive\r\n")
-        head.append(b"\r\n")
-        head.append(self._body(body, more))
+            end = b"connection: keep-alive\r\n\r\n"
+        else:
+            end = b"\r\n"
+        # Last, as it may refuse the body: the head then stays unwritten and whole, so a
+        # failing app still gets its client a 500.
+        data = self._body(body, more)
+        self.head = []
+        head += (framing, end, data)
         return b"".join(head)
 
     def _flush_head(self) -> None:
@@ -320,12 +350,12 @@ class _Request:
             return body if more else body + _LAST_CHUNK
         left = self.length_left
         if left >= 0:
+            # Both checked before anything changes: a refused body leaves no trace.
             if len(body) > left:
                 raise RuntimeError("ASGI app sent more body than its content-length header")
-            left -= len(body)
-            self.length_left = left
-            if not more and left:
+            if not more and len(body) < left:
                 raise RuntimeError("ASGI app ended its answer short of its content-length header")
+            self.length_left = left - len(body)
         return body
 
 
@@ -370,6 +400,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing: _Request | None = None  # the request whose bytes are arriving
         self.waiting: deque[_Request] = deque()  # pipelined, waiting for ``current``
         self.closing = False  # shutting down: close once the current answer is out
+        self.lingering = False  # the last answer is written: what comes is dropped
+        self.linger_left = 0  # bytes still dropped before the connection closes anyway
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []  # never a scope's list once its head ended
         self.hosts = 0  # Host headers in the request being parsed
@@ -401,10 +433,14 @@ class HttpProtocol(asyncio.Protocol):
         """The client closed its side: taken as a hang-up, as most clients close both at once.
 
         Returning ``None`` lets the transport close, so a request in progress sees
-        ``http.disconnect`` (a half-closing client gets no answer; HTTP/1.1 clients do not).
+        ``http.disconnect`` (a half-closing client gets no answer; HTTP/1.1 clients do not),
+        and a lingering connection ends.
         """
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._discard(data)
+            return
         # No restart of the idle clock here: a head trickling in must still end in time.
         marks = self.marks
         try:
@@ -417,7 +453,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.parsing.finish_body()
                 self.parsing = None
         except httptools.HttpParserError as exc:
-            self._reject(400, f"Invalid HTTP request: {exc}")
+            refused = exc.__context__  # httptools keeps a callback's own exception there
+            if isinstance(refused, _Refused):
+                self._reject(refused.status, refused.text)
+            else:
+                self._reject(400, f"Invalid HTTP request: {exc}")
         else:
             if self.marks == marks:
                 # Only head, trailer or chunk framing bytes came, which httptools keeps.
@@ -492,8 +532,13 @@ class HttpProtocol(asyncio.Protocol):
             return
         parser = self.parser
         version = parser.get_http_version()
-        if self.hosts != 1 and version == "1.1":
-            raise ValueError("an HTTP/1.1 request needs exactly one Host header")
+        if version == "1.1":
+            if self.hosts != 1:
+                raise _Refused(400, "Invalid HTTP request: send exactly one Host header field")
+        elif version != "1.0":  # httptools takes 0.9 and 2.0 as well
+            raise _Refused(
+                505, f"HTTP/{version} is not supported: send the request in HTTP/1.1 (or 1.0)"
+            )
         raw = self.url
         query = b""
         if b"?" in raw or b"#" in raw or not raw.startswith(b"/"):
@@ -519,17 +564,18 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         request = _Request(self, scope, parser.should_keep_alive())
-        if version == "1.1":  # an HTTP/1.0 client would take the 100 for the answer
-            for name, value in headers:
-                if name == b"expect" and value.lower() == b"100-continue":
-                    request.expects_continue = True
-        elif request.keep_alive:
-            # RFC 9112 section 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty (an
-            # HTTP/1.0 hop before this one may have read it otherwise), so nothing after this
-            # request may be taken from the connection.
-            for name, _ in headers:
-                if name == b"transfer-encoding":
+        for name, value in headers:
+            if name == b"transfer-encoding":
+                if value.lower() != b"chunked":
+                    _check_codings(value)
+                if version == "1.0":
+                    # RFC 9112 section 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty
+                    # (an HTTP/1.0 hop before this one may have read it otherwise), so nothing
+                    # after this request may be taken from the connection.
                     request.keep_alive = False
+            elif name == b"expect" and version == "1.1" and value.lower() == b"100-continue":
+                # Not for HTTP/1.0: its client would take the 100 for the answer.
+                request.expects_continue = True
         self.parsing = request
         if current is None:
             self._start(request)
@@ -571,22 +617,26 @@ class HttpProtocol(asyncio.Protocol):
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 _log.error("the proxy app failed on %s", request.scope["path"], exc_info=exc)
-            if not request.started:
-                self._refuse(500, "Internal Server Error")
-            elif not request.answered and not self.closed:
-                self._abort()  # the head went out: all the client can learn is the close
+            if not request.answered:
+                self._fail(request)
             if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
                 raise
             return
         if not request.answered and not self.closed:
-            if request.started:
-                _log.error(
-                    "the proxy app ended %s without finishing its answer", request.scope["path"]
-                )
-                self._abort()
-            else:
-                _log.error("the proxy app ended %s without answering", request.scope["path"])
-                self._refuse(500, "Internal Server Error")
+            _log.error(
+                "the proxy app ended %s without %s",
+                request.scope["path"],
+                "finishing its answer" if request.started else "answering",
+            )
+            self._fail(request)
+
+    def _fail(self, request: _Request) -> None:
+        """The app failed ``request``: a 500 if none of its answer was written, else a close."""
+        if not request.started or request.head:
+            # The head waits for the first body message or the next turn of the loop.
+            self._refuse(500, "Internal Server Error")
+        else:
+            self._abort()  # the head went out: all the client can learn is the close
 
     def answered(self, request: _Request) -> None:
         """``request``'s answer is out: serve the next one, or idle, or close."""
@@ -597,7 +647,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not request.keep_alive or self.closing:
             # keep_alive is off too when the answer began before the body ended (_frame).
-            self._close()
+            self._close(linger=True)
             return
         waiting = self.waiting
         if waiting:
@@ -657,25 +707,67 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.write(  # type: ignore[union-attr]
             _plain_answer(status, text, self.server_state.default_headers)
         )
-        self._close()
+        self._close(linger=True)
 
     def _abort(self) -> None:
         """Close without a word: an answer already on its way cannot be ended properly."""
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
         """Close from this side; the app's request ends now, whatever it writes goes nowhere.
 
         The transport may take a while to flush what it holds (a client that reads slowly),
         so ``closed`` is set here rather than left to :meth:`connection_lost`: nothing the
         app sends later may follow the last answer on the wire.
+
+        :param linger: an answer was just written: close only the sending side, and read
+            and drop what the client still sends (see :meth:`_linger`).
         """
         if self.closed:
             return
         self.closed = True
         self.waiting.clear()
         self._wake_all()
-        self.transport.close()  # type: ignore[union-attr]
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()  # type: ignore[union-attr]
+
+    def _linger(self) -> None:
+        """Half-close after the last answer, and read until the client closes or a bound.
+
+        Closing a socket with request bytes unread, or that are still coming, makes the
+        kernel reset the connection, and the reset destroys whatever of the answer the
+        client has not read yet (RFC 9112 section 9.6): a client sending a body the server
+        answered early would often lose that very answer.
+        """
+        transport: asyncio.Transport = self.transport  # type: ignore[assignment]
+        if transport.is_closing():
+            return  # the client hung up first
+        if transport.can_write_eof():  # not under TLS: the client then ends on its own
+            transport.write_eof()  # sent once the answer has been flushed
+        self.lingering = True
+        self.linger_left = _LINGER_BYTES
+        self._stop_timer()
+        self.timer = self.loop.call_later(_LINGER_SECONDS, self._linger_timeout)
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+
+    def _discard(self, data: bytes) -> None:
+        """Drop what came after the last answer, up to ``_LINGER_BYTES``."""
+        self.linger_left -= len(data)
+        if self.linger_left < 0:
+            self.transport.close()  # type: ignore[union-attr]
+
+    def _linger_timeout(self) -> None:
+        transport: asyncio.Transport = self.transport  # type: ignore[assignment]
+        if transport.get_write_buffer_size():
+            # The answer is still leaving (a slow reader): the client's time starts after.
+            self.timer = self.loop.call_later(_LINGER_SECONDS, self._linger_timeout)
+        else:
+            self.timer = None
+            transport.close()
 
     def _wake_all(self) -> None:
         """Wake every ``receive`` and ``send`` waiting on this connection."""
@@ -714,6 +806,23 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _check_codings(value: bytes) -> None:
+    """Refuse a ``Transfer-Encoding`` value naming a coding besides chunked.
+
+    httptools decodes chunked only, and leaves a body gzip-coded (say) for the app to take as
+    plain; it has already refused chunked anywhere but last, or twice.
+    """
+    for coding in value.split(b","):
+        coding = coding.strip(b" \t").lower()
+        if coding and coding != b"chunked":
+            raise _Refused(
+                501,
+                f"Transfer-Encoding {value[:100].decode('latin-1')!r} is not supported: send "
+                "the body with chunked alone or with a Content-Length (compress it with "
+                "Content-Encoding instead)",
+            )
 
 
 def _check_name(name: bytes) -> None:
