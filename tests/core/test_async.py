@@ -139,3 +139,31 @@ def test_a_sync_only_dispatch_plugin_keeps_its_place_on_the_async_path() -> None
     assert special.choices[0].message.content == "from the sync plugin"
     assert mocked.choices[0].message.content == "m"
     assert _dock().plugin_host.sync_only_dispatch() is False  # built-ins alone: async path
+
+
+def test_dispatch_wrapped_notices_wrappers_registered_at_any_time() -> None:
+    class Timing:
+        @hookimpl(wrapper=True)
+        def dispatch(self, request: CompletionRequest) -> Any:
+            return (yield)
+
+    class OldStyle:
+        @hookimpl(hookwrapper=True)
+        def adispatch(self, request: CompletionRequest) -> Any:
+            yield
+
+    class Plain:
+        @hookimpl
+        def adispatch(self, request: CompletionRequest) -> None:
+            return None
+
+    dock = _dock(("plain", Plain()))
+    host = dock.plugin_host
+    assert host.dispatch_wrapped() is False
+    host.register(Timing(), "timing")
+    assert host.dispatch_wrapped() is True
+    host.unregister("timing")
+    assert host.dispatch_wrapped() is False
+    host.register(OldStyle(), "old-style")
+    assert host.dispatch_wrapped() is True
+    assert host.sync_only_dispatch() is False

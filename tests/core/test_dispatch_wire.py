@@ -7,6 +7,9 @@ including the messages no local server can provoke (TLS failures, unusable URLs)
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from promptdock.dispatch._openai_wire import (
@@ -14,8 +17,11 @@ from promptdock.dispatch._openai_wire import (
     Call,
     EventLines,
     Failure,
+    compact_json,
     is_final,
+    object_decoder,
     tries,
+    upstream_body,
 )
 from promptdock.errors import DispatchError, UpstreamTimeoutError
 from promptdock.models import CompletionRequest, Provenance
@@ -54,6 +60,16 @@ def test_build_resolves_url_headers_body_and_timeouts() -> None:
     assert call.timeout == (10.0, 30.0)
     assert call.secrets == (KEY, "header-secret-1")
     assert KEY not in repr(call)
+
+
+def test_build_sets_every_field_as_the_constructor_would() -> None:
+    call = _call(max_retries=-1)
+
+    assert list(vars(call)) == [field.name for field in dataclasses.fields(Call)]
+    assert Call(**vars(call)) == call
+    assert call.max_retries == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        call.url = "elsewhere"  # type: ignore[misc]
 
 
 def test_credentials_in_the_base_url_are_hidden_and_scrubbed() -> None:
@@ -188,7 +204,7 @@ def test_completion_objects_are_object_dicts_all_the_way_down() -> None:
 
     reply = _call().completion(raw, 200)
 
-    assert type(reply) is ModelResponse
+    assert isinstance(reply, ModelResponse)
     assert reply.prompt is None
     assert type(reply.choices[0]) is ObjectDict
     assert reply.choices[0].message.content == "hi"
@@ -196,6 +212,100 @@ def test_completion_objects_are_object_dicts_all_the_way_down() -> None:
         "choices": [{"message": {"content": "hi"}}],
         "usage": {"total_tokens": 2},
     }
+
+
+def test_completion_keeps_the_body_it_was_parsed_from() -> None:
+    raw = b'{"choices": [], "note": "caf\\u00e9 \xc3\xa9"}'
+
+    reply = _call().completion(raw, 200)
+
+    assert upstream_body(reply) is raw
+    assert reply.note == "caf\u00e9 \u00e9"
+    assert upstream_body(ModelResponse(reply)) is None  # made elsewhere: nothing to send
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"choices": []}'.encode("utf-16"),  # parsed, but not as the UTF-8 a client expects
+        b'\xef\xbb\xbf{"choices": []}',  # a byte order mark JSON forbids
+        b' {"choices": []}',
+    ],
+)
+def test_only_plain_utf8_bodies_are_kept(raw: bytes) -> None:
+    reply = _call().completion(raw, 200)
+
+    assert reply.choices == []
+    assert upstream_body(reply) is None
+
+
+def test_request_bodies_that_are_not_json_values() -> None:
+    looped: list[object] = []
+    looped.append(looped)
+    cases = [
+        ({"temperature": float("nan")}, "Out of range float values are not JSON compliant"),
+        ({"tools": {1, 2}}, "Object of type set is not JSON serializable"),
+        ({"tools": looped}, "maximum recursion depth exceeded"),
+    ]
+    for params, reason in cases:
+        with pytest.raises(DispatchError) as info:
+            _call(params=params)
+
+        assert str(info.value).startswith(
+            f"cannot send the request for model 'gpt-4o-mini': {reason}"
+        )
+        assert str(info.value).endswith(
+            ". Messages and parameters must be JSON values (strings, finite numbers, "
+            "booleans, None, lists and dicts)"
+        )
+
+
+def test_compact_json() -> None:
+    value = {"a": [1, 2.5, None, True], "é": "\u2028\n"}
+
+    assert compact_json(allow_nan=False)(value) == '{"a":[1,2.5,null,true],"é":"\u2028\\n"}'
+    assert compact_json(allow_nan=True)(float("inf")) == "Infinity"
+    with pytest.raises(ValueError, match="Out of range float"):
+        compact_json(allow_nan=False)(float("inf"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, 2.5, {"b": null}], "c": "\\u00e9"}',
+        '{"a": 1} \n\t\r ',
+        '{"a": 1} x',
+        '{"a": 1}\n{"b": 2}',
+        '{"a": 1,}',
+        '{"a": NaN, "b": -Infinity}',
+        "{",
+        "{}}",
+        "",
+        " {}",
+        "[1]",
+    ],
+)
+def test_object_decoder_decodes_as_json_does(text: str) -> None:
+    expected: object
+    try:
+        expected = json.JSONDecoder(object_hook=tuple).decode(text)
+    except json.JSONDecodeError as exc:
+        expected = exc
+
+    try:
+        decoded: object = object_decoder(tuple)(text)
+    except json.JSONDecodeError as exc:
+        decoded = exc
+
+    if isinstance(expected, json.JSONDecodeError):
+        assert isinstance(decoded, json.JSONDecodeError)
+        assert (decoded.msg, decoded.pos, str(decoded)) == (
+            expected.msg,
+            expected.pos,
+            str(expected),
+        )
+    else:
+        assert decoded == expected
 
 
 def test_completion_error_bodies() -> None:

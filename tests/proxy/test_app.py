@@ -163,6 +163,23 @@ def test_access_line_quotes_what_needs_quotes(caplog: pytest.LogCaptureFixture) 
     )
 
 
+def test_access_line_values_are_written_the_same_every_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    long = "x y " * 100  # longer than the values the log remembers
+    models = ['my "model"', 'my "model"', long, long, "plain", "plain"]
+
+    with caplog.at_level(logging.INFO, logger="promptdock.proxy.access"):
+        for model in models:
+            AccessLog().record(_exchange(status=200, model=model))
+
+    written = [
+        record.getMessage().partition(" model=")[2].partition(" team=")[0]
+        for record in caplog.records
+    ]
+    assert written == [*['"my \\"model\\""'] * 2, *[json.dumps(long)] * 2, "plain", "plain"]
+
+
 def test_access_line_as_json(caplog: pytest.LogCaptureFixture) -> None:
     exchange = _exchange(status=503, model="m", team="a", stream=True)
 

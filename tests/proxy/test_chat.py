@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from promptdock.proxy.chat import (
     CONTROL_FIELDS,
     REFUSED_FIELDS,
     ChatRequest,
+    _new_chat_request,
     parse_chat_request,
 )
 from promptdock.proxy.errors import ApiError
@@ -108,3 +111,58 @@ def test_body_that_is_not_utf8_is_400() -> None:
 
     assert caught.value.code == "invalid_json"
     assert caught.value.message.startswith("the request body is not valid JSON (")
+
+
+def test_the_quick_constructor_sets_every_field() -> None:
+    names: list[Any] = [field.name for field in fields(ChatRequest)]
+    assert list(inspect.signature(_new_chat_request).parameters) == names
+    made = _new_chat_request(*names)
+    assert made == ChatRequest(*names)
+    assert vars(made) == dict(zip(names, names, strict=True))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model": "m", "top_k": "\u00e9"}'.encode("utf-16"),  # with its byte order mark
+        '{"model": "m", "top_k": "\u00e9"}'.encode("utf-16-le"),
+        '{"model": "m", "top_k": "\u00e9"}'.encode("utf-8-sig"),
+        b' {"model": "m", "top_k": "\xc3\xa9"}',
+        b'{"model": "m", "top_k": "\xc3\xa9"}',
+    ],
+)
+def test_bodies_are_decoded_as_json_loads_decodes_them(body: bytes) -> None:
+    assert parse_chat_request(body).params == {"top_k": "\u00e9"}
+
+
+def test_a_lone_surrogate_is_kept_as_json_loads_keeps_it() -> None:
+    request = parse_chat_request(b'{"model": "m", "top_k": "\xed\xa0\x80"}')
+
+    assert request.params == {"top_k": "\ud800"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            b'{"model": "m",}',
+            "Expecting property name enclosed in double quotes: line 1 column 15 (char 14)",
+        ),
+        (b"{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (
+            b'{"model": "\xff"}',
+            "'utf-8' codec can't decode byte 0xff in position 11: invalid start byte",
+        ),
+        (b"", "Expecting value: line 1 column 1 (char 0)"),
+    ],
+)
+def test_a_body_that_is_not_json_is_400_saying_why(body: bytes, reason: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_chat_request(body)
+
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_json"
+    assert caught.value.message == (
+        f"the request body is not valid JSON ({reason}); send a JSON object such as "
+        '{"model": "...", "messages": [...]}'
+    )

@@ -6,11 +6,21 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Generator
+from typing import Any
 
 import openai
 import pytest
 
-from tests.proxy.conftest import MASTER_KEY, UPSTREAM_KEY, RunningProxy
+from promptdock import hookimpl
+from promptdock.models import CompletionRequest
+from tests.proxy.conftest import (
+    MASTER_KEY,
+    UPSTREAM_KEY,
+    RunningProxy,
+    ServeConfig,
+    config_text,
+)
 from tests.support.openai_server import OpenAIServer
 
 SEED_BODY = (
@@ -175,6 +185,61 @@ def test_mock_response_calls_no_upstream(proxy: RunningProxy, upstream: OpenAISe
     assert response.json()["choices"][0]["message"]["content"] == "canned"
     assert response.headers["x-promptdock-prompt-id"] == "hello"
     assert upstream.requests == []
+
+
+UPSTREAM_ANSWER = (
+    b'{"id": "chatcmpl-9", "object": "chat.completion", "model": "gpt-4",\n'
+    b' "choices": [{"index": 0, "finish_reason": "stop",\n'
+    b'   "message": {"role": "assistant", "content": "caf\\u00e9 \xc3\xa9"}}]}\n'
+)
+"""An answer whose spacing and escapes the proxy's own encoding would not reproduce."""
+
+
+def test_the_upstreams_answer_is_sent_as_it_came(
+    proxy: RunningProxy, upstream: OpenAIServer
+) -> None:
+    upstream.enqueue(body=UPSTREAM_ANSWER)
+
+    response = proxy.request("POST", "/v1/chat/completions", data=SEED_BODY)
+
+    assert response.status_code == 200
+    assert response.content == UPSTREAM_ANSWER
+    assert response.headers["content-length"] == str(len(UPSTREAM_ANSWER))
+    assert response.headers["x-promptdock-prompt-id"] == "hello"
+
+
+class Shout:
+    """Wraps ``adispatch`` and changes the answer: what a plugin's wrapper may do."""
+
+    @hookimpl(wrapper=True)
+    def adispatch(self, request: CompletionRequest) -> Generator[None, Any, Any]:
+        pending = yield
+        if pending is None:
+            return None
+
+        async def louder() -> Any:
+            response = await pending
+            message = response.choices[0].message
+            message.content = message.content.upper()
+            return response
+
+        return louder()
+
+
+def test_an_answer_a_dispatch_wrapper_changed_is_sent_as_changed(
+    serve_config: ServeConfig, upstream: OpenAIServer
+) -> None:
+    proxy = serve_config(config_text(upstream), plugins=[("shout", Shout())])
+    upstream.enqueue(body=UPSTREAM_ANSWER)
+
+    response = proxy.request("POST", "/v1/chat/completions", data=SEED_BODY)
+
+    assert response.status_code == 200
+    assert response.content == (
+        b'{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-4","choices":[{"index":0,'
+        b'"finish_reason":"stop","message":{"role":"assistant","content":"CAF\xc3\x89 \xc3\x89"}}]}'
+    )
+    assert response.headers["x-promptdock-prompt-id"] == "hello"
 
 
 def test_openai_client_streaming(proxy: RunningProxy, upstream: OpenAIServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -155,7 +156,8 @@ def test_seed_config_and_curl_command(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("HTTP/1.1 200 OK")
     assert "x-promptdock-prompt-id: hello" in result.stdout
-    assert '"content":"echo: What is the capital of France?"' in result.stdout
+    answer = json.loads(result.stdout.split("\n\n", 1)[1])  # the body, after the head
+    assert answer["choices"][0]["message"]["content"] == "echo: What is the capital of France?"
     assert openai_server.requests[0].body["messages"][1]["content"] == (
         "What is the capital of France?"
     )

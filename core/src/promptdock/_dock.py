@@ -480,11 +480,11 @@ class PromptDock:
         so that plugin keeps its place in front of the built-ins (implement ``adispatch`` too
         to avoid the thread).
         """
-        import asyncio
-
-        pending = None if self._host.sync_only_dispatch() else self._adispatch(request=request)
+        pending = None if self._host.sync_only_dispatch() else self._adispatch.call(request)
         result: Any = None if pending is None else await pending
         if result is None:  # no async dispatcher (or an `async def` one that passed)
+            import asyncio
+
             result = await asyncio.to_thread(self._dispatch, request=request)
             if result is None:
                 raise _no_dispatcher(request)

@@ -201,7 +201,8 @@ class PluginHost:
         self._dists: dict[str, tuple[str, str]] = {}
         self._kinds: dict[str, SourceKind] | None = None
         self.tracing = os.environ.get("PROMPTDOCK_TRACE_PLUGINS", "") not in ("", "0")
-        self._sync_only: tuple[tuple[list[Any], list[Any]], bool] | None = None
+        self._dispatch_hooks: tuple[pluggy.HookCaller, pluggy.HookCaller] | None = None
+        self._dispatch_cache: tuple[list[Any], list[Any], tuple[bool, bool]] | None = None
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -227,20 +228,33 @@ class PluginHost:
         Async calls then go through the sync ``dispatch`` hook in a worker thread, so such a
         plugin keeps its place in front of the built-in dispatchers on every path.
         """
-        pm = self.pm
-        sync = pm.hook.dispatch.get_hookimpls()
-        asynchronous = pm.hook.adispatch.get_hookimpls()
-        key = (sync, asynchronous)
-        cached = self._sync_only
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        return self._dispatch_facts()[0]
+
+    def dispatch_wrapped(self) -> bool:
+        """Whether a wrapper (``wrapper=True`` or ``hookwrapper=True``) is registered on
+        ``dispatch`` or ``adispatch``: one may change the results the implementations return."""
+        return self._dispatch_facts()[1]
+
+    def _dispatch_facts(self) -> tuple[bool, bool]:
+        # (sync_only_dispatch, dispatch_wrapped): both are asked on every async call, so they
+        # are worked out again only when the hooks' implementations change.
+        hooks = self._dispatch_hooks
+        if hooks is None:
+            relay = self.pm.hook  # loads the plugins; the hook callers never change after
+            hooks = self._dispatch_hooks = (relay.dispatch, relay.adispatch)
+        sync = hooks[0].get_hookimpls()
+        asynchronous = hooks[1].get_hookimpls()
+        cached = self._dispatch_cache
+        if cached is not None and cached[0] == sync and cached[1] == asynchronous:
+            return cached[2]
         builtin = {name for name, _ in DEFAULT_PLUGINS}
         has_async = {impl.plugin_name for impl in asynchronous}
-        answer = any(
+        sync_only = any(
             impl.plugin_name not in builtin and impl.plugin_name not in has_async for impl in sync
         )
-        self._sync_only = (key, answer)
-        return answer
+        wrapped = any(impl.wrapper or impl.hookwrapper for impl in (*sync, *asynchronous))
+        self._dispatch_cache = (sync, asynchronous, (sync_only, wrapped))
+        return sync_only, wrapped
 
     def first_result(self, hook_name: str) -> FirstResultCaller:
         """A fast caller for a ``firstresult`` hook (same semantics as ``hook.<name>(...)``)."""

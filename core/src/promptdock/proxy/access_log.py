@@ -119,45 +119,18 @@ class AccessLog:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        scope = exchange.scope
-        client = scope.get("client")
-        fields: dict[str, Any] = {
-            "method": scope.get("method"),
-            "path": scope.get("path"),
-            "status": exchange.status,
-            "model": exchange.model,
-            "team": exchange.team,
-            "prompt_id": exchange.prompt_id,
-            "version": exchange.prompt_version,
-            "source": exchange.source,
-            "sha": exchange.sha,
-            "stream": exchange.stream,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-            "latency_ms": round((time.perf_counter() - exchange.started) * 1000.0, 3),
-        }
+        latency_ms = round((time.perf_counter() - exchange.started) * 1000.0, 3)
+        handler = _direct_handler(logger)
+        if handler is not None and self.format == "text":
+            # What the logging path would do, without the record and its fields nobody reads.
+            handler.write_line(_text_line(exchange, latency_ms))
+            return
+        fields = _fields(exchange, latency_ms)
         if self.format == "json":
             line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         else:
-            # One f-string over known types: this runs for every request.
-            line = (
-                f"method={_text(fields['method'])} path={_text(fields['path'])} "
-                f"status={exchange.status} model={_text(exchange.model)} "
-                f"team={_text(exchange.team)} prompt_id={_text(exchange.prompt_id)} "
-                f"version={'-' if exchange.prompt_version is None else exchange.prompt_version} "
-                f"source={_text(exchange.source)} sha={_text(exchange.sha)} "
-                f"stream={'true' if exchange.stream else 'false'} "
-                f"client={_text(fields['client'])} latency_ms={fields['latency_ms']}"
-            )
-        handlers = logger.handlers
-        if (
-            len(handlers) == 1
-            and type(handler := handlers[0]) is AccessLineHandler
-            and not handler.filters
-            and handler.level <= logging.INFO
-            and not logger.filters
-            and not logger.propagate
-        ):
-            # What the logging path would do, without building a LogRecord nobody reads.
+            line = _text_line(exchange, latency_ms)
+        if handler is not None:
             handler.write_line(line)
             return
         # makeRecord + handle is logger.info without its search of the stack for the caller's
@@ -169,13 +142,81 @@ class AccessLog:
         )
 
 
+def _direct_handler(logger: logging.Logger) -> AccessLineHandler | None:
+    """The logger's one handler, if it is an :class:`AccessLineHandler` that every ``INFO``
+    record reaches unchanged (no filter, no other handler): lines may go to it directly."""
+    handlers = logger.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is AccessLineHandler
+        and not handler.filters
+        and handler.level <= logging.INFO
+        and not logger.filters
+        and not logger.propagate
+    ):
+        return handler
+    return None
+
+
+def _fields(exchange: Exchange, latency_ms: float) -> dict[str, Any]:
+    """The access fields of ``exchange``, for JSON lines and ``record.access``."""
+    scope = exchange.scope
+    client = scope.get("client")
+    return {
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "status": exchange.status,
+        "model": exchange.model,
+        "team": exchange.team,
+        "prompt_id": exchange.prompt_id,
+        "version": exchange.prompt_version,
+        "source": exchange.source,
+        "sha": exchange.sha,
+        "stream": exchange.stream,
+        "client": f"{client[0]}:{client[1]}" if client else None,
+        "latency_ms": latency_ms,
+    }
+
+
+def _text_line(exchange: Exchange, latency_ms: float) -> str:
+    """The ``key=value`` line of ``exchange``: the fields of :func:`_fields`, in their order."""
+    scope = exchange.scope
+    client = scope.get("client")
+    version = exchange.prompt_version
+    # One f-string over known types: this runs for every request.
+    return (
+        f"method={_text(scope.get('method'))} path={_text(scope.get('path'))} "
+        f"status={exchange.status} model={_text(exchange.model)} "
+        f"team={_text(exchange.team)} prompt_id={_text(exchange.prompt_id)} "
+        f"version={'-' if version is None else version} "
+        f"source={_text(exchange.source)} sha={_text(exchange.sha)} "
+        f"stream={'true' if exchange.stream else 'false'} "
+        f"client={_text(f'{client[0]}:{client[1]}') if client else '-'} latency_ms={latency_ms}"
+    )
+
+
 # Printable ASCII except space, '"', '=' and '\\': such values need no quotes.
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]+")
+
+
+# Values as written in lines, by value: most (method, path, model, prompt id...) repeat from
+# request to request, and a dictionary look-up costs a fraction of the pattern's match. Bounded,
+# as clients choose some of them; long values are not kept.
+_written: dict[str, str] = {}
+_MAX_WRITTEN = 4096
+_MAX_KEPT_LENGTH = 256
 
 
 def _text(value: str | None) -> str:
     if value is None:
         return "-"
-    if _PLAIN.fullmatch(value):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+    text = _written.get(value)
+    if text is None:
+        text = value if _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+        if len(value) <= _MAX_KEPT_LENGTH:
+            if len(_written) >= _MAX_WRITTEN:
+                _written.clear()
+            _written[value] = text
+    return text

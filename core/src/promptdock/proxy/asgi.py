@@ -6,10 +6,10 @@ change are built once at import, so answering costs one ``send`` per message and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from promptdock.dispatch._openai_wire import compact_json
 from promptdock.proxy.errors import ApiError
 
 __all__ = [
@@ -105,7 +105,7 @@ class Exchange:
         await self.respond(error.status, error.body(), headers)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = compact_json(allow_nan=True)
 
 
 def dumps(value: Any) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from promptdock._dock import PromptDock
+from promptdock.dispatch._openai_wire import upstream_body
 from promptdock.errors import PromptdockError
 from promptdock.models import CompletionRequest, Provenance
 from promptdock.proxy.asgi import Exchange, Headers, Receive, dumps
@@ -127,9 +128,20 @@ class Completions:
             headers = provenance_headers(provenance)
         result = await self.dock.asend(request)
         if isinstance(result, ModelResponse):
-            await exchange.respond(200, dumps(result), headers)
+            await exchange.respond(200, self._answer(result), headers)
         else:
             await self._relay(exchange, result, headers)
+
+    def _answer(self, response: ModelResponse) -> bytes:
+        """The body of a whole answer: the upstream's own bytes while they still say what
+        ``response`` says (no dispatch wrapper could have changed it), else ``response`` encoded.
+
+        Encoding the answer again cost about a tenth of the proxy's work per request.
+        """
+        body = upstream_body(response)
+        if body is None or self.dock.plugin_host.dispatch_wrapped():
+            return dumps(response)
+        return body
 
     # -- steps ---------------------------------------------------------------------------
 
