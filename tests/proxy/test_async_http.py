@@ -853,6 +853,28 @@ def test_a_freed_place_goes_to_the_waiter_not_to_a_newcomer(serve: list[Scripted
     assert server.connections == 2  # the holder's, then one shared: never two at once
 
 
+def test_waiting_for_a_place_counts_toward_the_connect_timeout(
+    serve: list[ScriptedServer],
+) -> None:
+    server = _server(serve, OK, OK)
+
+    async def main(pool: ConnectionPool) -> tuple[str, tuple[int, bytes]]:
+        holder = await _post(pool, server.url)  # the only place, held
+        with pytest.raises(ConnectTimeout) as caught:
+            await pool.post(server.url, b"{}", {}, connect_timeout=0.1, read_timeout=5.0)
+        holder.close()
+        # The timed-out waiter left nothing behind: the freed place serves the next caller.
+        return str(caught.value), await _fetch(pool, server.url)
+
+    message, after = _run_pool(main, limit_per_host=1)
+
+    assert message == (
+        "no connection within 0.1 s: all 1 connections to 127.0.0.1 are in use; "
+        "raise the timeout or lower the load"
+    )
+    assert after == (200, BODY)
+
+
 def test_the_keep_alive_retry_happens_once_and_on_a_new_connection(
     serve: list[ScriptedServer],
 ) -> None:

@@ -848,15 +848,26 @@ class ConnectionPool:
             waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             host.waiters.append(waiter)
             try:
-                handed = await waiter
-            except BaseException:
+                # Waiting for a place is part of getting a connection: it counts toward the
+                # connect timeout, so a saturated pool fails the call instead of queueing it
+                # for ever.
+                async with asyncio.timeout(connect_timeout):
+                    handed = await waiter
+            except BaseException as exc:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    # Handed a connection or a place as this task was cancelled: pass it on.
+                    # Handed a connection or a place as this task was cancelled (or timed
+                    # out): pass it on.
                     given = waiter.result()
                     if given is None:
                         self._free_place(host)
                     else:
                         self._put_back(given)
+                if isinstance(exc, TimeoutError):
+                    raise ConnectTimeout(
+                        f"no connection within {connect_timeout:g} s: all {self._limit} "
+                        f"connections to {target.host} are in use; raise the timeout or lower "
+                        "the load"
+                    ) from None
                 raise
             if handed is not None:
                 return handed, True
