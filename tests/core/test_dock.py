@@ -135,6 +135,34 @@ def test_mock_model_after_prefix_always_wins(dock: PromptDock, recorder: Recorde
     assert _request(recorder).model == "mock/echo"
 
 
+def test_the_result_type_follows_stream() -> None:
+    # The suite is type-checked: these annotations hold only through completion()'s
+    # overloads, which tell a type checker what each value of ``stream`` returns.
+    dock = PromptDock(
+        sources={"mem": {"kind": "memory", "files": {"hello.prompt": HELLO}}},
+        load_entrypoints=False,
+        plugins=[("memory", memory_source)],  # the built-in mock model answers
+    )
+    variables = {"user_message": "x"}
+    reply: ModelResponse = dock.completion(
+        "mem/mock/echo", prompt_id="hello", prompt_variables=variables
+    )
+    stream: CompletionStream = dock.completion(
+        "mem/mock/echo", prompt_id="hello", prompt_variables=variables, stream=True
+    )
+    decided_later = bool(variables)
+    either: ModelResponse | CompletionStream = dock.completion(
+        "mem/mock/echo", prompt_id="hello", prompt_variables=variables, stream=decided_later
+    )
+
+    assert isinstance(reply, ModelResponse)
+    assert reply.choices[0].message.content == "system: You are a helpful assistant.\n\nuser: x"
+    assert "".join(chunk.choices[0].delta.get("content") or "" for chunk in stream) == (
+        reply.choices[0].message.content
+    )
+    assert isinstance(either, CompletionStream)
+
+
 def test_caller_messages_replaced_unless_appended(dock: PromptDock, recorder: Recorder) -> None:
     extra = [{"role": "user", "content": "and more"}]
     dock.completion(

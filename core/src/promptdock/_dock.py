@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from promptdock._manager import PluginHost
 from promptdock.errors import ConfigError, DispatchError, PromptNotFoundError
@@ -383,6 +383,35 @@ class PromptDock:
             2 if max_retries is None else max_retries,
         )
 
+    # The overloads say what ``stream`` returns (a type checker then needs no isinstance);
+    # the parameters are the implementation's, below.
+    @overload
+    def completion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: Literal[False] = False,
+        **kwargs: Any,
+    ) -> ModelResponse: ...
+    @overload
+    def completion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: Literal[True],
+        **kwargs: Any,
+    ) -> CompletionStream: ...
+    @overload
+    def completion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: bool,
+        **kwargs: Any,
+    ) -> ModelResponse | CompletionStream: ...
     def completion(
         self,
         model: str,
@@ -455,6 +484,33 @@ class PromptDock:
             return CompletionStream(chunks, request.provenance)
         raise _wrong_result(request, result)
 
+    @overload
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: Literal[False] = False,
+        **kwargs: Any,
+    ) -> ModelResponse: ...
+    @overload
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: Literal[True],
+        **kwargs: Any,
+    ) -> AsyncCompletionStream: ...
+    @overload
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        stream: bool,
+        **kwargs: Any,
+    ) -> ModelResponse | AsyncCompletionStream: ...
     async def acompletion(
         self, model: str, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> ModelResponse | AsyncCompletionStream:

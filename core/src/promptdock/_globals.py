@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from promptdock._dock import PromptDock
 from promptdock.models import SourceConfig
@@ -69,6 +69,26 @@ def set_global_bitbucket_config(config: Mapping[str, Any] | None) -> None:
         dock.add_source(SourceConfig("bitbucket", "bitbucket", dict(config)))
 
 
+@overload
+def completion(
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    stream: Literal[False] = False,
+    **kwargs: Any,
+) -> ModelResponse: ...
+@overload
+def completion(
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    stream: Literal[True],
+    **kwargs: Any,
+) -> CompletionStream: ...
+@overload
+def completion(
+    model: str, messages: list[dict[str, Any]] | None = None, *, stream: bool, **kwargs: Any
+) -> ModelResponse | CompletionStream: ...
 def completion(
     model: str, messages: list[dict[str, Any]] | None = None, **kwargs: Any
 ) -> ModelResponse | CompletionStream:
@@ -78,11 +98,35 @@ def completion(
     prompt_variables={"user_message": "Hi"})`` reads ``prompts/hello.prompt`` from
     :data:`promptdock.global_prompt_directory`.
     """
-    return default_dock().completion(model, messages, **kwargs)
+    result: ModelResponse | CompletionStream = default_dock().completion(model, messages, **kwargs)
+    return result
 
 
+@overload
+async def acompletion(
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    stream: Literal[False] = False,
+    **kwargs: Any,
+) -> ModelResponse: ...
+@overload
+async def acompletion(
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    stream: Literal[True],
+    **kwargs: Any,
+) -> AsyncCompletionStream: ...
+@overload
+async def acompletion(
+    model: str, messages: list[dict[str, Any]] | None = None, *, stream: bool, **kwargs: Any
+) -> ModelResponse | AsyncCompletionStream: ...
 async def acompletion(
     model: str, messages: list[dict[str, Any]] | None = None, **kwargs: Any
 ) -> ModelResponse | AsyncCompletionStream:
     """:func:`completion` for async code (``await promptdock.acompletion(...)``)."""
-    return await default_dock().acompletion(model, messages, **kwargs)
+    result: ModelResponse | AsyncCompletionStream = await default_dock().acompletion(
+        model, messages, **kwargs
+    )
+    return result

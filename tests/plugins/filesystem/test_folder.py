@@ -165,7 +165,7 @@ def test_global_prompt_directory_quick_start(
         prompt_variables={"user_message": "What is the capital of France?"},
         mock_response="Paris",
     )
-    assert not isinstance(reply, promptdock.CompletionStream)
+    assert isinstance(reply, promptdock.ModelResponse)
     assert reply.choices[0].message.content == "Paris"
     assert reply["choices"][0]["message"]["content"] == "Paris"
     assert reply.prompt is not None
@@ -180,7 +180,7 @@ def test_prompt_dir_environment_variable(tmp_path: Path, monkeypatch: pytest.Mon
     reply = promptdock.completion(
         model="dotprompt/mock/echo", prompt_id="hello", prompt_variables={"user_message": "Hi"}
     )
-    assert not isinstance(reply, promptdock.CompletionStream)
+    assert isinstance(reply, promptdock.ModelResponse)
     assert "user: Hi" in reply.choices[0].message.content
 
 
