@@ -189,6 +189,21 @@ async def answer(send: Send, body: bytes, *, status: int = 200) -> None:
     await chunk(send, body, more=False)
 
 
+def holding_app() -> tuple[App, threading.Event, threading.Event]:
+    """An app answering ``ok``, except that ``/hold`` sets ``entered`` and waits for ``release``."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive_body(receive)
+        if scope["path"] == "/hold":
+            entered.set()
+            await wait_for(release)
+        await answer(send, b"ok")
+
+    return app, entered, release
+
+
 def echo(scopes: list[Scope] | None = None, bodies: list[list[Message]] | None = None) -> App:
     """An app answering ``METHOD path body`` and recording each scope and body event list."""
 
@@ -760,15 +775,7 @@ def test_http10_without_keep_alive_closes_after_the_answer(server: RunningServer
     "memory: it queues every pipelined request it has read (about 20 bytes held per byte)"
 )
 def test_pipelined_flood_holds_bounded_memory(start_server: StartServer) -> None:
-    entered = threading.Event()
-    release = threading.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive_body(receive)
-        if scope["path"] == "/hold":
-            entered.set()
-            await wait_for(release)
-        await answer(send, b"ok")
+    app, entered, release = holding_app()
 
     # Its own server: requests the client gave up on must not reach other tests' apps.
     server = start_server(app)
@@ -1870,15 +1877,7 @@ def test_graceful_shutdown_lets_an_upload_in_progress_finish(start_server: Start
 def test_request_limit_refuses_pipelined_requests_with_one_answer(
     start_server: StartServer,
 ) -> None:
-    entered = threading.Event()
-    release = threading.Event()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive_body(receive)
-        if scope["path"] == "/hold":
-            entered.set()
-            await wait_for(release)
-        await answer(send, b"ok")
+    app, entered, release = holding_app()
 
     # The limit counts open connections as well as running requests: three are too many.
     server = start_server(app, limit_concurrency=2)
